@@ -1,0 +1,3 @@
+from imagenette_lab.cli import main
+
+raise SystemExit(main())

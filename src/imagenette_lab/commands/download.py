@@ -1,0 +1,12 @@
+"""`imagenette-lab download` (not yet implemented)."""
+
+from imagenette_lab.errors import UserError
+
+
+def register(sub):
+    p = sub.add_parser("download", help="(not yet implemented)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    raise UserError("not implemented yet")

@@ -1,0 +1,227 @@
+"""One typed config per run: dataclasses, loaded from YAML, every field overridable as `section.key=value`.
+
+Built-in recipes live in `imagenette_lab/configs/*.yaml` and are addressed by name (`exp2_scratch`)
+or by path. The resolved config is saved in each run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imagenette_lab.errors import UserError
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.augment": ("none", "baseline", "trivialaugment", "randaugment"),
+    "data.cache": ("none", "decoded"),
+    "model.head": ("study", "linear"),
+    "optim.name": ("adamw", "sgd"),
+    "optim.scheduler": ("onecycle", "cosine", "constant"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
+    "train.monitor": ("val_acc", "val_f1", "val_loss"),
+}
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/imagenette2-160"
+    train_split: str = "train"
+    val_split: str = "val"
+    img_size: int = 128  # train crop; eval resizes to img_size / eval_crop_pct then centre-crops
+    eval_crop_pct: float = 0.875
+    augment: str = "baseline"  # random-resized-crop + flip, optionally + an auto-augment policy
+    min_scale: float = 0.35  # RandomResizedCrop lower scale bound
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    batch_size: int = 64
+    workers: int = 2
+    limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
+    val_limit_per_class: int = 0
+    cache: str = "none"  # "decoded": pre-decoded uint8 tensor cache
+
+
+@dataclass
+class ModelConfig:
+    name: str = "efficientnet_b0"
+    pretrained: bool = False
+    weights: str | None = None  # torchvision weights tag (IMAGENET1K_V1 ...); None = the default
+    weights_file: str | None = None  # local ImageNet checkpoint instead of a download
+    freeze_base: bool = False
+    head: str = "study"  # study = BatchNorm -> Dropout -> Linear (the paper's head)
+    dropout: float = 0.2
+    channels_last: bool = True
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    scheduler: str = "onecycle"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_accum: int = 1
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    amp: str = "auto"  # auto = bf16 on CPU, fp16 AMP on CUDA
+    device: str = "auto"
+    feature_cache: bool = False  # frozen base: compute base features once, train the head on them
+    cache_views: int = 1  # augmented views per train image in the feature cache (1 = eval view only)
+    finetune_epochs: int = 0  # > 0: unfreeze the base for a second, low-LR stage (disables the cache)
+    finetune_lr: float = 1e-4
+    eval_every: int = 1
+    monitor: str = "val_acc"  # picks the `best` checkpoint
+    log_every: int = 20  # batches between progress-bar metric refreshes
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SECTIONS = ("data", "model", "optim", "train")
+
+
+def builtin_configs() -> list[str]:
+    root = resources.files("imagenette_lab.configs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    """Check/convert one value against its dataclass field type (str | None, int, float, bool, str)."""
+    if isinstance(typ, str):  # postponed annotations
+        typ = eval(typ, vars(typing) | {"types": types})  # noqa: S307 - our own annotations only
+    args = typing.get_args(typ)
+    if type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        typ = next(a for a in args if a is not type(None))
+    try:
+        if typ is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config key '{key}' expects {typ.__name__}, got {value!r}") from None
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    by_name = {f.name: f for f in fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in by_name:
+            raise UserError(f"unknown config key '{full}'; valid keys: {', '.join(sorted(by_name))}")
+        f = by_name[key]
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config key '{full}' must be a mapping")
+            _apply(current, value, prefix=f"{full}.")
+            continue
+        value = _coerce(full, f.type, value)
+        if full in CHOICES and value not in CHOICES[full]:
+            raise UserError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, got {value!r}")
+        setattr(obj, key, value)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.epochs=5", "model.name=resnet18"]` -> nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return out
+
+
+def _read_yaml(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    if not path.exists() and not str(source).endswith((".yaml", ".yml")):
+        name = str(source)
+        if name not in builtin_configs():
+            raise UserError(
+                f"config '{source}' is neither a file nor a built-in recipe "
+                f"({', '.join(builtin_configs())})"
+            )
+        text = resources.files("imagenette_lab.configs").joinpath(f"{name}.yaml").read_text()
+    else:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise UserError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config {source} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {source} must be a YAML mapping")
+    return data
+
+
+def load_config(
+    source: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults <- YAML recipe (file or built-in name) <- `extra` dict <- `section.key=value` overrides."""
+    cfg = RunConfig()
+    if source is not None:
+        _apply(cfg, _read_yaml(source))
+    if extra:
+        _apply(cfg, extra)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    cfg = RunConfig()
+    _apply(cfg, data)
+    return cfg
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from imagenette_lab.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Built-in run recipes (YAML), addressed by file name without `.yaml`."""

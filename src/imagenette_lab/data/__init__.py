@@ -1,0 +1,1 @@
+"""Data: class tables, folder indexing and image loading, transforms, download."""

@@ -1,0 +1,114 @@
+"""Small shared helpers: atomic file writes, run metadata, output-directory checks, seeding."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from imagenette_lab.errors import UserError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same directory + rename, so readers never see a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create `out` and prove it is writable now, before any long work starts."""
+    out = Path(out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory {out} is not writable: {e.strerror}") from None
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torch
+    import torchvision
+
+    from imagenette_lab import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "imagenette_lab": __version__,
+    }
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"cuda:0 {torch.cuda.get_device_name(0)}"
+    else:
+        device = "cpu"
+    return {
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def write_run_json(
+    out_dir: str | Path, kind: str, name: str, started: float, **extra: Any
+) -> dict[str, Any]:
+    """Mark a stage complete: `run.json` is written last, so its presence means the stage finished."""
+    meta = {
+        "kind": kind,
+        "name": name,
+        "status": "complete",
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "finished": now_iso(),
+        "wall_time_s": round(time.time() - started, 2),
+        "versions": versions(),
+        "hardware": hardware(),
+        **extra,
+    }
+    atomic_write_json(Path(out_dir) / "run.json", meta)
+    return meta
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
