@@ -1,12 +1,49 @@
-"""`imagenette-lab analyze` (not yet implemented)."""
+"""`imagenette-lab analyze`: class distribution, file-size statistics and unreadable files."""
 
-from imagenette_lab.errors import UserError
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 
-def register(sub):
-    p = sub.add_parser("analyze", help="(not yet implemented)")
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="class counts/percentages, file-size statistics and plots for a dataset",
+        description="Analyse ROOT/<split>/<class>/<image>: class counts and percentages per split "
+        "(class_counts.csv/.md/.png, class_percentages.png), per-class file-size statistics "
+        "(filesize_stats.csv/.md, filesize_box.png), image sizes and modes (image_stats.csv) and "
+        "the files left out (unreadable.csv). Downloads Imagenette first when ROOT is a missing "
+        "folder named like an Imagenette archive (e.g. data/imagenette2-160).",
+    )
+    p.add_argument("--root", default="data/imagenette2-160",
+                   help="dataset folder holding <split>/<class>/ (default: %(default)s)")
+    p.add_argument("--out", default="runs/analysis",
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--splits", nargs="+", metavar="SPLIT",
+                   help="splits to analyse (default: every split folder, e.g. train val)")
+    p.add_argument("--verify", action="store_true",
+                   help="fully decode every image to find corrupt ones (slower; the header "
+                   "check always runs)")
     p.set_defaults(func=run)
 
 
-def run(args):
-    raise UserError("not implemented yet")
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `imagenette-lab --help` stays fast.
+    from imagenette_lab.analysis import analyze_dataset
+    from imagenette_lab.data.download import ensure_dataset
+
+    root = ensure_dataset(args.root)
+    summary = analyze_dataset(root, args.out, splits=args.splits, verify=args.verify)
+    splits = summary["splits"]
+    names = summary["classes"]
+    width = max([len("class"), *(len(n) for n in names.values())])
+    print(f"{'class':<{width}}" + "".join(f" {s:>8}" for s in splits))
+    for wnid, name in names.items():
+        row = "".join(f" {v['counts'].get(wnid, 0):>8}" for v in splits.values())
+        print(f"{name:<{width}}{row}")
+    print(f"{'total':<{width}}" + "".join(f" {v['total']:>8}" for v in splits.values()))
+    if summary["unreadable"]:
+        print(f"{summary['unreadable']} unreadable file(s) left out: see unreadable.csv")
+    print(f"analysis written to {Path(summary['files']['summary.json']).parent}")
+    return 0
