@@ -165,7 +165,7 @@ def test_failed_torchvision_download_is_a_user_error(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache: the download path really runs
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(UserError, match=r"could not download weights for resnet18: .*--weights FILE"):
+    with pytest.raises(UserError, match=r"could not download weights for resnet18: .*--weights-file FILE"):
         create_imagenet_model("resnet18", weights="DEFAULT")
     with pytest.raises(UserError, match="could not download weights"):
         create_classifier("resnet18", 10, pretrained=True)

