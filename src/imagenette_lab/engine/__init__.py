@@ -1,0 +1,1 @@
+"""Training and inference loops shared by every stage (zero-shot, training, feature extraction, predict)."""
