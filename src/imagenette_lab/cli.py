@@ -48,12 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"imagenette-lab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        if args.debug:
+    except (MemoryError, RuntimeError, OSError) as e:
+        # Out of memory and disk errors are the user's environment, not a bug: one line, no traceback.
+        message = _environment_error(e)
+        if args.debug or message is None:
             raise
-        print(
-            f"imagenette-lab {args.command}: error: out of memory; try a smaller --batch-size "
-            "(or data.batch_size)",
-            file=sys.stderr,
-        )
+        print(f"imagenette-lab {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _environment_error(e: BaseException) -> str | None:
+    """A one-line message for out-of-memory and OS errors; None for anything else (a real bug)."""
+    text = str(e).lower()
+    oom = isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    if oom:
+        return "out of memory; try a smaller --batch-size (or data.batch_size)"
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}"
+    return None

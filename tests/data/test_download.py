@@ -306,6 +306,9 @@ def test_ensure_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     dl.ensure_dataset(tmp_path / "d" / "imagenette2-320")
     assert calls == [(tmp_path / "d", "320px")]
     assert set(dl.FOLDER_SIZES) == {"imagenette2", "imagenette2-160", "imagenette2-320"}
+    from imagenette_lab.commands.download import SIZES
+
+    assert set(SIZES) == set(dl.ARCHIVES)  # the CLI's static choices match torchvision's table
 
 
 # --- CLI ----------------------------------------------------------------------------------------

@@ -31,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so `imagenette-lab --help` stays fast.
     from imagenette_lab.analysis import analyze_dataset
-    from imagenette_lab.data.download import ensure_dataset
+    from imagenette_lab.data.download import FOLDER_SIZES, ensure_dataset
+    from imagenette_lab.utils import prepare_out_dir
 
+    root = Path(args.root).expanduser()
+    if not root.exists() and root.name in FOLDER_SIZES:
+        prepare_out_dir(args.out)  # about to download: an unwritable --out must fail first
     root = ensure_dataset(args.root)
     summary = analyze_dataset(root, args.out, splits=args.splits, verify=args.verify)
     splits = summary["splits"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 
-from imagenette_lab.data.download import ARCHIVES, download_imagenette
 from imagenette_lab.errors import UsageError
+
+
+# torchvision's Imagenette archive sizes, listed here so `--help` need not import torch;
+# tests/data/test_download.py checks they match torchvision's table.
+SIZES = ("full", "320px", "160px")
 
 
 def _non_negative_int(text: str) -> int:
@@ -36,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Download an Imagenette archive (resuming a partial download), verify its md5 "
         "and extract it into ROOT. Does nothing when the dataset folder is already there.",
     )
-    p.add_argument("--size", choices=list(ARCHIVES), default="160px",
+    p.add_argument("--size", choices=SIZES, default="160px",
                    help="image size variant (default: %(default)s)")
     p.add_argument("--root", default="data", help="folder to download into (default: %(default)s)")
     p.add_argument("--url", help="mirror URL to download from instead of the official one")
@@ -51,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", args.md5):
         raise UsageError(f"--md5 must be 32 hex digits, got {args.md5!r}")
+    from imagenette_lab.data.download import download_imagenette
+
     folder = download_imagenette(
         args.root,
         args.size,

@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -189,10 +190,20 @@ def download_url(
     return dest
 
 
+class _LinkMemberError(tarfile.FilterError):
+    def __init__(self, tarinfo: tarfile.TarInfo) -> None:
+        self.tarinfo = tarinfo
+        super().__init__(f"{tarinfo.name!r} is a link; a dataset archive holds only files and folders")
+
+
 def _strict_data_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     # The "data" filter silently strips a leading "/"; a genuine dataset never has one, so refuse.
     if member.name.startswith(("/", os.sep)) or os.path.isabs(member.name):
         raise tarfile.AbsolutePathError(member)
+    # Chains of symlinks/hardlinks defeat the "data" filter's per-member realpath() checks on many
+    # Python versions (CVE-2025-4517 and later bypasses); Imagenette has no links: refuse them all.
+    if member.issym() or member.islnk():
+        raise _LinkMemberError(member)
     return tarfile.data_filter(member, dest)
 
 
@@ -225,7 +236,10 @@ def safe_extract(
             name = e.tarinfo.name if e.tarinfo is not None else "?"
             raise UserError(f"refusing unsafe archive member {name!r} in {archive}: {e}") from None
         except tarfile.TarError as e:
-            raise UserError(f"{archive} is not a readable tar archive: {e}") from None
+            reason = str(e).strip().splitlines()[0].rstrip(":") if str(e).strip() else type(e).__name__
+            raise UserError(f"{archive} is not a readable tar archive ({reason})") from None
+        except (EOFError, zlib.error) as e:  # a cut-off or damaged .gz stream
+            raise UserError(f"{archive} is truncated or corrupt ({e}); delete it and run again") from None
         except OSError as e:
             raise UserError(f"extracting {archive} failed: {e}") from None
         entries = list(tmp.iterdir())
