@@ -20,7 +20,6 @@ from imagenette_lab.errors import UserError
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": ("none", "baseline", "trivialaugment", "randaugment"),
-    "data.cache": ("none", "decoded"),
     "model.head": ("study", "linear"),
     "optim.name": ("adamw", "sgd"),
     "optim.scheduler": ("onecycle", "cosine", "constant"),
@@ -45,7 +44,6 @@ class DataConfig:
     workers: int = 2
     limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
     val_limit_per_class: int = 0
-    cache: str = "none"  # "decoded": pre-decoded uint8 tensor cache
 
 
 @dataclass
@@ -120,8 +118,8 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
         typ = next(a for a in args if a is not type(None))
     try:
         if typ is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "y", "n", "1", "0"):
+                return value.lower() in ("true", "yes", "on", "y", "1")
             if not isinstance(value, bool):
                 raise ValueError
             return value
@@ -133,6 +131,12 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if isinstance(value, bool):
+            # YAML 1.1 reads unquoted off/on/no/yes as booleans; `amp: off` means the string.
+            word = "on" if value else "off"
+            if word in CHOICES.get(key, ()):
+                return word
+            raise ValueError
         return str(value)
     except (TypeError, ValueError):
         raise UserError(f"config key '{key}' expects {typ.__name__}, got {value!r}") from None
@@ -169,7 +173,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            # on/off/yes/no stay strings here (YAML 1.1 would make them booleans); bool fields accept them.
+            word = raw.strip().lower() in ("on", "off", "yes", "no", "y", "n")
+            node[parts[-1]] = raw.strip() if word else (yaml.safe_load(raw) if raw.strip() else None)
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return out
@@ -200,13 +206,16 @@ def _read_yaml(source: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    source: str | Path | None = None,
+    source: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults <- YAML recipe (file or built-in name) <- `extra` dict <- `section.key=value` overrides."""
+    """Defaults <- recipe (YAML file, built-in name, or a dict such as a checkpoint's config)
+    <- `extra` dict <- `section.key=value` overrides."""
     cfg = RunConfig()
-    if source is not None:
+    if isinstance(source, dict):
+        _apply(cfg, source)
+    elif source is not None:
         _apply(cfg, _read_yaml(source))
     if extra:
         _apply(cfg, extra)

@@ -1,12 +1,68 @@
-"""`imagenette-lab train` (not yet implemented)."""
+"""`imagenette-lab train`: train a classifier from a config recipe; resume an interrupted run."""
 
-from imagenette_lab.errors import UserError
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from imagenette_lab.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
-def register(sub):
-    p = sub.add_parser("train", help="(not yet implemented)")
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier (scratch, frozen-base transfer, fine-tuning) from a config",
+        description="Train per a config recipe (built-in name or YAML file) into <out_dir>/<name>/: "
+        "checkpoints, history, curves, evaluation of the best checkpoint, run.json. Ctrl-C or SIGTERM "
+        "saves a checkpoint at the current step; --resume RUN_DIR continues exactly.",
+    )
+    p.add_argument("--config", default=None, metavar="NAME|FILE",
+                   help="built-in recipe (exp2_scratch, exp2_scratch_cpu, exp3_transfer, exp3_transfer_cpu) "
+                   "or a YAML file; with --resume the run's own config is used when omitted")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. --set optim.lr=0.001 (repeatable)")
+    p.add_argument("--root", default=None, metavar="DIR", help="dataset root (sets data.root)")
+    p.add_argument("--out", default=None, metavar="DIR", help="parent folder of the run directory (sets out_dir)")
+    p.add_argument("--name", default=None, help="run name = run directory under --out (sets name)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="sets train.epochs")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run directory that already holds a run")
     p.set_defaults(func=run)
 
 
-def run(args):
-    raise UserError("not implemented yet")
+def run(args: argparse.Namespace) -> int:
+    if args.config is None and args.resume is None:
+        raise UsageError("give --config NAME|FILE (or --resume RUN_DIR)")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.resume is not None and (args.out is not None or args.name is not None):
+        raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
+    extra: dict[str, Any] = {}
+    if args.root is not None:
+        extra["data"] = {"root": args.root}
+    if args.epochs is not None:
+        extra["train"] = {"epochs": args.epochs}
+    if args.out is not None:
+        extra["out_dir"] = args.out
+    if args.name is not None:
+        extra["name"] = args.name
+    # Imported here so `imagenette-lab --help` stays fast (torch, timm).
+    from imagenette_lab.config import load_config
+    from imagenette_lab.engine.train import resume_config, train
+
+    if args.config is not None:
+        cfg = load_config(args.config, args.overrides, extra)
+    else:
+        cfg = resume_config(args.resume, args.overrides, extra)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if result["status"] == "complete":
+        m = result["metrics"]
+        probe = result.get("probe") or {}
+        extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
+        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
+              f"(best epoch {result['best_epoch']}){extra_probe}")
+    return int(result["exit_code"])

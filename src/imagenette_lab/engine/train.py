@@ -1,0 +1,398 @@
+"""`train(cfg)`: the one training engine -- scratch training, frozen-base transfer, fine-tuning.
+
+Stages: "main" (cfg.train.epochs; with a frozen base + feature_cache the head trains on cached
+base features) then optionally "finetune" (cfg.train.finetune_epochs, whole network, finetune_lr).
+Epochs are numbered globally across stages. Every epoch's randomness (sampler order, augmentation,
+dropout, cached-view choice) is seeded from (seed, epoch), so resuming at an epoch boundary is
+exact; a mid-epoch checkpoint (Ctrl-C/SIGTERM) also restores the RNG state at the last optimizer
+step and skips the batches already done, which is exact with data.workers=0.
+
+Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (+ last.pt.prev),
+history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
+run.json (written last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from imagenette_lab.config import RunConfig, save_config
+from imagenette_lab.data.classes import display_name
+from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
+from imagenette_lab.engine import distributed as dist
+from imagenette_lab.engine import features as feat
+from imagenette_lab.engine.checkpoint import (
+    BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
+    load_checkpoint, load_model_state, restore_rng, save_checkpoint,
+)
+from imagenette_lab.engine.evaluate import (
+    amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
+)
+from imagenette_lab.engine.loop import (
+    EpochState, NonFiniteLoss, StepContext, StopRequest, head_logits,
+    ignore_signals_in_worker, reduce_epoch, train_epoch, val_metrics,
+)
+from imagenette_lab.engine.optim import build_optimizer, build_scheduler
+from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
+    Stage, epoch_seed, plan_stages, prepare_run_dir, resume_config, validate_config,
+)
+from imagenette_lab.errors import UserError
+from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Holds one run's model, data and progress; `train()` drives it stage by stage."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None,
+                 stop: StopRequest, hooks: dict[str, Callable] | None):
+        self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
+        self.device = resolve_device(cfg.train.device)
+        d = cfg.data
+        self.train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
+        self.val_index = index_split(d.root, d.val_split, classes=self.train_index.classes).subset(
+            d.val_limit_per_class, cfg.seed)
+        self.classes = list(self.train_index.classes)
+        self.class_names = [display_name(c) for c in self.classes]
+        m = cfg.model
+        if ckpt is not None:
+            check_compatible(ckpt, model_name=m.name, head=m.head, classes=self.classes,
+                             source=f"checkpoint in {run_dir}")
+        from imagenette_lab.models.factory import create_classifier, data_config
+
+        seed_everything(cfg.seed)
+        fresh = ckpt is None  # on resume the weights come from the checkpoint: skip loading ImageNet's
+        tag = (m.weights or ("DEFAULT" if m.pretrained else None)) if fresh else None
+        self.model = create_classifier(
+            m.name, len(self.classes), pretrained=m.pretrained and fresh, weights=tag,
+            weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
+            head=m.head, dropout=m.dropout)
+        if ckpt is not None:
+            load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
+            self.data_cfg = dict(ckpt["data_cfg"])
+        else:
+            self.data_cfg = dict(data_config(self.model, m.name, m.weights or ("DEFAULT" if m.pretrained else None)))
+            self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
+        self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
+                     "dropout": m.dropout, "freeze_base": m.freeze_base}
+        self.ckpt = ckpt
+        self.history: list[dict[str, Any]] = list(ckpt["history"]) if ckpt else []
+        self.epoch = int(ckpt["epoch"]) if ckpt else 0
+        self.best: dict[str, Any] = dict(ckpt["best"]) if ckpt else {"metric": cfg.train.monitor, "value": None, "epoch": None}
+        self.probe: dict[str, Any] | None = ckpt.get("probe") if ckpt else None
+        self.skipped: dict[str, str] = {s.path: s.reason for s in self.train_index.skipped + self.val_index.skipped}
+        if ckpt:
+            self.skipped.update({p: r for p, r in ckpt.get("skipped", [])})
+        self.current: tuple[Stage, StepContext] | None = None
+        self.features_seconds = 0.0
+        self._cache: tuple[feat.Features, feat.Features] | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self, stage: Stage, ctx: StepContext, *, step: int = 0, partial: dict | None = None,
+              rng: dict | None = None, interrupted: bool = False) -> dict[str, Any]:
+        return {
+            "arch": self.arch, "model": self.model.state_dict(),
+            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
+            "scaler": ctx.scaler.state_dict(), "stage": stage.name, "epoch": self.epoch,
+            "step": step, "partial": partial or {}, "rng": rng or capture_rng(), "best": self.best,
+            "config": self.cfg.to_dict(), "classes": self.classes, "class_names": self.class_names,
+            "data_cfg": self.data_cfg, "history": self.history, "probe": self.probe,
+            "skipped": [[p, r] for p, r in sorted(self.skipped.items())],
+            "interrupted": interrupted, "saved": now_iso(),
+        }
+
+    def save(self, stage: Stage, ctx: StepContext, best: bool = False, **kw: Any) -> Path:
+        cdir = checkpoint_dir(self.run_dir)
+        if dist.is_main():
+            save_checkpoint(self.state(stage, ctx, **kw), cdir / LAST, keep_prev=True,
+                            copies=(cdir / BEST,) if best else ())
+        dist.barrier()
+        return cdir / LAST
+
+    def save_interrupt(self) -> Path | None:
+        """Checkpoint at the last consistent step of the epoch in progress (None if there is none)."""
+        if self.current is None:
+            return None
+        stage, ctx = self.current
+        if ctx.in_update or ctx.boundary is None:
+            log.warning("interrupted inside an optimizer step: keeping the last epoch checkpoint")
+            return None
+        b = ctx.boundary
+        return self.save(stage, ctx, step=b["state"]["step"], partial=b["state"], rng=b["rng"],
+                         interrupted=True)
+
+    # ------------------------------------------------------------------ history
+    def write_history(self, plot: bool = False) -> None:
+        if not dist.is_main() or not self.history:
+            return
+        import pandas as pd
+
+        atomic_write_text(self.run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_write_text(self.run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+        if plot:
+            from imagenette_lab.plots import plot_history
+
+            plot_history(self.history, self.run_dir / "curves.png", title=self.cfg.name)
+
+    # ------------------------------------------------------------------ feature cache
+    def features(self) -> tuple[feat.Features, feat.Features]:
+        if self._cache is not None:
+            return self._cache
+        cfg, dc = self.cfg, self.data_cfg
+        views = [eval_transform(dc)] + [
+            train_transform(dc, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
+        ] * (cfg.train.cache_views - 1)
+        meta = {"model": cfg.model.name, "data_cfg": dc, "amp": cfg.train.amp, "seed": cfg.seed,
+                "base": feat.weights_fingerprint(self.model.base)}
+        aug = [cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing]
+        out = []
+        for split, index, tfs in (("train", self.train_index, views), ("val", self.val_index, views[:1])):
+            f = feat.load_or_extract(
+                self.run_dir / "features", split, {**meta, "split": feat.split_fingerprint(index)}, aug,
+                self.model, index, tfs, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
+                device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
+                desc=f"features {split}")
+            self.features_seconds += f.seconds
+            arrived = set(f.indices.tolist())
+            for i, s in enumerate(index.samples):
+                if i not in arrived:
+                    self.skipped.setdefault(str(s.path), "could not be decoded")
+            out.append(f)
+        self._cache = (out[0], out[1])
+        if self.probe is None and dist.is_main():
+            t0 = time.perf_counter()
+            self.probe = feat.fit_probe(out[0], out[1], cfg.seed)
+            self.probe["seconds"] = round(time.perf_counter() - t0, 2)
+            log.info("logistic-regression probe on cached features: val accuracy %.4f",
+                     self.probe.get("val_accuracy", float("nan")))
+        return self._cache
+
+    # ------------------------------------------------------------------ stages
+    def run_stage(self, stage: Stage) -> None:
+        if self.epoch >= stage.last:
+            return
+        cfg, model, device = self.cfg, self.model, self.device
+        if stage.name == "finetune":
+            model.unfreeze()
+        model.to(device)
+        if stage.cached:
+            train_feats, _ = self.features()
+            dataset: Any = feat.CachedViews(train_feats, cfg.seed)
+            forward, amp, channels_last, mixer = (lambda m, x: m.forward_head(x)), "off", False, None
+            workers = 0
+        else:
+            tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
+            dataset = ImageFolder(self.train_index, tf)
+            forward, amp, channels_last = (lambda m, x: m(x)), cfg.train.amp, cfg.model.channels_last
+            mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
+            workers = cfg.data.workers
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+        sampler = dist.make_sampler(dataset, shuffle=True, seed=cfg.seed)
+        loader = make_loader(dataset, cfg.data.batch_size, workers, sampler=sampler, seed=cfg.seed)
+        loader.worker_init_fn = ignore_signals_in_worker
+        steps = math.ceil(len(loader) / cfg.optim.grad_accum)
+        optimizer = build_optimizer(model, cfg.optim, stage.lr)
+        scheduler = build_scheduler(optimizer, cfg.optim, stage.lr, stage.epochs, steps)
+        fp16 = device.type == "cuda" and amp_dtype(device, amp) == torch.float16
+        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        partial, rng = None, None
+        ck = self.ckpt
+        if ck is not None and ck["stage"] == stage.name:  # resuming inside this stage
+            optimizer.load_state_dict(ck["optimizer"])
+            scaler.load_state_dict(ck["scaler"])
+            self._restore_scheduler(scheduler, ck, stage)
+            if ck.get("step"):
+                partial, rng = EpochState.from_dict(ck["partial"]), ck["rng"]
+            self.ckpt = None
+        ctx = StepContext(
+            model, optimizer, scheduler, scaler, device, forward, amp=amp, channels_last=channels_last,
+            mixer=mixer, label_smoothing=cfg.optim.label_smoothing, grad_accum=cfg.optim.grad_accum,
+            grad_clip=cfg.optim.grad_clip, on_step_end=self.hooks.get("on_step_end"),
+            log_every=cfg.train.log_every)
+        for epoch in range(max(stage.first, self.epoch + 1), stage.last + 1):
+            self.run_epoch(stage, ctx, epoch, loader, sampler, dataset, partial, rng)
+            partial = rng = None
+
+    def _restore_scheduler(self, scheduler: Any, ck: dict[str, Any], stage: Stage) -> None:
+        old = ck["config"]["train"]
+        old_epochs = old["epochs"] if stage.name == "main" else old["finetune_epochs"]
+        if old_epochs == stage.epochs:
+            scheduler.load_state_dict(ck["scheduler"])
+            return
+        # A changed --epochs: the schedule is rebuilt for the new length at the same step count.
+        log.warning("stage '%s' now has %d epochs (was %d): the LR schedule is stretched to the new length",
+                    stage.name, stage.epochs, old_epochs)
+        done = int(ck["scheduler"]["last_epoch"])
+        limit = getattr(scheduler, "total_steps", done)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while scheduler.last_epoch < min(done, limit):
+                scheduler.step()
+
+    def run_epoch(self, stage: Stage, ctx: StepContext, epoch: int, loader: Any, sampler: Any,
+                  dataset: Any, partial: EpochState | None, rng: dict | None) -> None:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        state = partial or EpochState()
+        sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
+        if stage.cached:
+            dataset.set_epoch(epoch)
+        if rng is not None:
+            restore_rng(rng)
+        self.current = (stage, ctx)
+        total = self.cfg.train.epochs + self.cfg.train.finetune_epochs
+        state = train_epoch(ctx, loader, state, self.stop, epoch=epoch, desc=f"epoch {epoch}/{total} {stage.name}")
+        row: dict[str, Any] = {"epoch": epoch, "stage": stage.name,
+                               "lr": ctx.optimizer.param_groups[0]["lr"], **reduce_epoch(state)}
+        if not stage.cached:
+            sampler.set_epoch(epoch)
+            for i in set(sampler.order()) - state.seen:
+                self.skipped.setdefault(str(self.train_index.samples[i].path), "could not be decoded")
+        if epoch % cfg.train.eval_every == 0 or epoch == stage.last:
+            row.update(self.validate(stage))
+        else:
+            row.update(val_loss=None, val_acc=None, val_f1=None)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        row["images_per_s"] = round(row["train_n"] / state.seconds, 2) if state.seconds > 0 else None
+        # From here on the epoch is complete: an interrupt keeps last.pt (old or new, both whole).
+        self.current = None
+        self.history.append(row)
+        self.epoch = epoch
+        improved = self._update_best(row)
+        self.save(stage, ctx, best=improved)
+        self.write_history()
+        self._log_epoch(row, total)
+        if self.hooks.get("on_epoch_end"):
+            self.hooks["on_epoch_end"](row)
+        self.stop.check()
+
+    def validate(self, stage: Stage) -> dict[str, Any]:
+        if stage.cached:
+            _, val = self.features()
+            logits, labels = head_logits(self.model, val.x.float()), val.labels
+        else:
+            ds = ImageFolder(self.val_index, eval_transform(self.data_cfg))
+            sampler = dist.make_sampler(ds, shuffle=False)
+            loader = make_loader(ds, self.cfg.data.batch_size, self.cfg.data.workers, sampler=sampler)
+            res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
+                                channels_last=self.cfg.model.channels_last, desc="val")
+            logits, labels = res.outputs, res.labels
+        return val_metrics(logits, labels, len(self.classes))
+
+    def _update_best(self, row: dict[str, Any]) -> bool:
+        metric = self.cfg.train.monitor
+        value = row.get(metric)
+        if value is None:
+            return False
+        old = self.best["value"]
+        if old is None or (value < old if metric == "val_loss" else value > old):
+            self.best = {"metric": metric, "value": value, "epoch": row["epoch"]}
+            return True
+        return False
+
+    def _log_epoch(self, row: dict[str, Any], total: int) -> None:
+        if not dist.is_main():
+            return
+        mean = sum(r["seconds"] for r in self.history) / len(self.history)
+        eta = mean * (total - row["epoch"])
+        val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} f1 {row['val_f1']:.4f}"
+               if row["val_acc"] is not None else "val -")
+        log.info("epoch %d/%d [%s] train loss %.4f acc %.4f | %s | lr %.2e | %.1fs, %s img/s | eta %dm%02ds",
+                 row["epoch"], total, row["stage"], row["train_loss"], row["train_acc"], val, row["lr"],
+                 row["seconds"], row["images_per_s"], eta // 60, eta % 60)
+
+    # ------------------------------------------------------------------ final evaluation
+    def final_eval(self) -> dict[str, Any]:
+        """The best checkpoint, as `predict` would rebuild it, on the val images -> <run>/eval/."""
+        from imagenette_lab.metrics import save_evaluation
+
+        cdir = checkpoint_dir(self.run_dir)
+        path = cdir / BEST if (cdir / BEST).is_file() else cdir / LAST
+        load_model_state(self.model, load_checkpoint(path)["model"], str(path))
+        loader = make_loader(ImageFolder(self.val_index, eval_transform(self.data_cfg)),
+                             self.cfg.data.batch_size, self.cfg.data.workers)
+        res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
+                            channels_last=self.cfg.model.channels_last, desc="eval best")
+        for p in skipped_paths(self.val_index, res):
+            self.skipped.setdefault(p, "could not be decoded")
+        probs = torch.softmax(res.outputs.float(), dim=1)
+        metrics = save_evaluation(
+            self.run_dir / "eval", res.labels.numpy(), probs.argmax(1).numpy(), self.class_names,
+            probs=probs.numpy(), paths=[str(self.val_index.samples[i].path) for i in res.indices],
+            title=f"{self.cfg.name} (best epoch {self.best['epoch']})")
+        metrics["eval_images_per_s"] = round(res.images_per_s, 2)
+        return metrics
+
+
+def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = True,
+          hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
+    """Train per `cfg`; returns run.json's content (+ run_dir), or status "interrupted" + exit_code.
+
+    resume: a run directory to continue from its last checkpoint (`cfg` must describe the same
+    model and classes; use `resume_config` to get the run's own config). hooks: optional
+    callbacks {"on_step_end": f(info), "on_epoch_end": f(row)} (tests, progress reporting).
+    """
+    started = time.time()
+    validate_config(cfg)
+    ckpt = None
+    if resume is not None:
+        ckpt_path, ckpt = find_resume_checkpoint(resume)
+        log.info("resuming %s from %s (epoch %d, step %d)", resume, ckpt_path, ckpt["epoch"], ckpt.get("step", 0))
+    run_dir = prepare_run_dir(cfg, resume, overwrite)
+    if dist.is_main():
+        save_config(cfg, run_dir / "config.yaml")
+    with StopRequest() as stop:
+        trainer = Trainer(cfg, run_dir, ckpt, stop, hooks)
+        try:
+            for stage in plan_stages(cfg):
+                trainer.run_stage(stage)
+            trainer.write_history(plot=True)
+            metrics = trainer.final_eval() if dist.is_main() else {}
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM (Interrupted) or a raw KeyboardInterrupt
+            signum = getattr(e, "signum", 2)
+            path = trainer.save_interrupt()
+            trainer.write_history(plot=True)
+            log.warning("interrupted: %s; continue with --resume %s",
+                        f"saved {path}" if path else "no new checkpoint", run_dir)
+            return {"status": "interrupted", "exit_code": 128 + int(signum), "run_dir": str(run_dir),
+                    "checkpoint": str(path) if path else None, "epoch": trainer.epoch}
+        except NonFiniteLoss as e:
+            trainer.write_history(plot=True)
+            last = checkpoint_dir(run_dir) / LAST
+            kept = f"the last good checkpoint is {last} (epoch {trainer.epoch})" if last.exists() else "no checkpoint was saved"
+            raise UserError(f"{e}: training stopped; {kept}. Lower optim.lr, set optim.grad_clip, "
+                            "or use train.amp=off") from None
+    summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
+    rows = [r for r in trainer.history if r.get("images_per_s")]
+    extra = {
+        "run_dir": str(run_dir),
+        "metrics": summary,
+        "monitor": trainer.best,
+        "best_epoch": trainer.best["epoch"],
+        "epochs_run": trainer.epoch,
+        "stages": [s.__dict__ for s in plan_stages(cfg)],
+        "images_per_s": round(sum(r["images_per_s"] for r in rows) / len(rows), 2) if rows else None,
+        "eval_images_per_s": metrics.get("eval_images_per_s"),
+        "train_seconds": round(sum(r["seconds"] for r in trainer.history), 2),
+        "feature_seconds": round(trainer.features_seconds, 2),
+        "n_train": len(trainer.train_index), "n_val": len(trainer.val_index),
+        "n_skipped": len(trainer.skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in sorted(trainer.skipped.items())],
+        "probe": trainer.probe,
+        "resumed": resume is not None,
+    }
+    meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
+    return {**meta, "status": "complete", "exit_code": 0}
