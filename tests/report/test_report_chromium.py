@@ -5,54 +5,14 @@ Skipped when no Chromium is installed (`apt-get install chromium`; CI installs i
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from imagenette_lab.report import build_report
+from tests.report.chromium import decoded_images, find_chromium, run_chromium
 from tests.report.fake_runs import big_png, make_reproduce_out, make_train
-
-# Written into the DOM on load: how many <img> decoded (complete with a natural width) of how many.
-PROBE = """<script>
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  var p = document.createElement('p');
-  p.id = 'img-probe';
-  p.textContent = 'IMAGES ' + ok + '/' + imgs.length;
-  document.body.appendChild(p);
-});
-</script>"""
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    pytest.skip("chromium is not installed (apt-get install chromium)")
-
-
-def _run(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--hide-scrollbars",
-        # Any attempt to reach the network fails: the report must not need it.
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        f"--user-data-dir={tmp / 'profile'}", *args,
-    ]
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    except subprocess.TimeoutExpired:
-        pytest.fail("chromium did not finish within 90 s")
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +29,18 @@ def report(tmp_path_factory) -> tuple[Path, int]:
 
 
 def test_every_image_decodes(report, tmp_path: Path) -> None:
-    browser = _chromium()
     html, n_images = report
-    probe = tmp_path / "probe.html"
-    probe.write_text(html.read_text().replace("</body>", PROBE + "\n</body>", 1))
-    proc = _run(browser, tmp_path, "--dump-dom", probe.as_uri())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = re.search(r"IMAGES (\d+)/(\d+)", proc.stdout)
-    assert m, f"probe did not run; stderr: {proc.stderr[-1500:]}"
-    ok, total = int(m.group(1)), int(m.group(2))
+    ok, total, dom = decoded_images(html, tmp_path)
     assert total == n_images
     assert ok == total, f"only {ok} of {total} images decoded"
-    assert "Our results vs the study" in proc.stdout
+    assert "Our results vs the study" in dom
 
 
 def test_screenshot_is_non_trivial(report, tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = find_chromium()
     html, _ = report
     shot = tmp_path / "shot.png"
-    proc = _run(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", html.as_uri())
+    proc = run_chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", html.as_uri())
     assert shot.is_file(), proc.stderr[-2000:]
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)
