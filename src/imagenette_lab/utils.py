@@ -117,3 +117,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` on the CPU with one-line errors: missing, damaged, or refused.
+
+    A file that references Python callables could run code when unpickled, so it is refused, and the
+    message says how to convert it if the user trusts its source.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        culprit = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
+        if not culprit:  # random bytes also fail the safe unpickler ("Unsupported operand"): damage
+            raise UserError(f"{what} {path} is corrupt or truncated (not a readable torch file)") from None
+        raise UserError(
+            f"{what} {path} was refused: it contains Python objects that could run code when loaded"
+            f" ({culprit}); imagenette-lab only reads tensors and plain values. Only if "
+            "you trust its source: load it with torch.load(weights_only=False) and save model.state_dict()"
+        ) from None
+    except Exception as e:  # zip/EOF/format errors all mean: unusable file
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"{what} {path} is corrupt or truncated ({reason})") from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from imagenette_lab.errors import UserError
-from imagenette_lab.utils import atomic_write_bytes
+from imagenette_lab.utils import atomic_write_bytes, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +96,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint on the CPU without executing pickled code; bad files -> one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        what = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
-        if not what:  # random bytes also fail the safe unpickler ("Unsupported operand"): damage
-            raise UserError(f"checkpoint {path} is corrupt or truncated (not a readable torch file)") from None
-        # Not damaged: it references Python callables/classes, which could run code when loaded.
-        raise UserError(
-            f"checkpoint {path} was refused: it contains Python objects that could run code when loaded"
-            f" ({what}); imagenette-lab only reads tensors and plain values. Only if "
-            "you trust its source: load it with torch.load(weights_only=False) and save model.state_dict()"
-        ) from None
-    except Exception as e:  # zip/EOF/format errors all mean: unusable file
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an imagenette-lab training checkpoint")
     if ckpt.get("version", 0) > VERSION:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from imagenette_lab.errors import UsageError, UserError
 from imagenette_lab.models import lite0
+from imagenette_lab.utils import safe_torch_load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -151,13 +152,7 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a .pth/.pt file (plain or wrapped in a checkpoint dict), loaded safely."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or pickles arbitrary objects
-        raise UserError(f"could not read weights file {path}: {str(e).splitlines()[0]}") from e
-    return _extract_state_dict(obj, path)
+    return _extract_state_dict(safe_torch_load(path, "weights file"), path)
 
 
 def _few(keys: list[str], n: int = 3) -> str:
