@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,9 @@ import jinja2
 
 from imagenette_lab import __version__
 from imagenette_lab.errors import UserError
-from imagenette_lab.report.collect import (
-    Run,
-    comparison_rows,
-    discover,
-    fmt_number,
-    fmt_seconds,
-    load_run,
-    slug,
-)
-from imagenette_lab.report.study import EXPERIMENTS, STUDY_RESULTS, exp1_note
+from imagenette_lab.report.collect import discover, load_run
+from imagenette_lab.report.display import Run, fmt_number, fmt_seconds
+from imagenette_lab.report.study import EXPERIMENTS, STUDY_RESULTS, comparison_rows, exp1_note
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -102,7 +96,8 @@ def collect(run_dirs: list[str | Path]) -> tuple[list[Run], list[Any], dict | No
     runs = [r for _, r in sorted(enumerate(runs), key=lambda t: _order(t[1], t[0]))]
     used: set[str] = set()
     for r in runs:
-        base = slug(f"{r.experiment or r.kind}-{r.label}")
+        # Anchors safe in a URL fragment, unique even when two runs share a label.
+        base = re.sub(r"[^a-z0-9]+", "-", f"{r.experiment or r.kind}-{r.label}".lower()).strip("-") or "run"
         anchor, i = base, 2
         while anchor in used:
             anchor, i = f"{base}-{i}", i + 1

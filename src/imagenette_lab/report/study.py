@@ -1,4 +1,4 @@
-"""The study's published numbers (Table 1, Table 2, Figures 8 and 10), for side-by-side comparison.
+"""The study's published numbers (Table 1, Table 2, Figures 8 and 10), and ours set beside them.
 
 Source: the Keras study this project reproduces (COP528 report, "Deep Learning for Image
 Classification"). Class keys are Imagenette WordNet ids so they match our run files whatever names
@@ -8,8 +8,15 @@ those use.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from imagenette_lab.data.classes import IMAGENETTE, IMAGENETTE_BY_WNID
+from imagenette_lab.report.display import is_number
+
+if TYPE_CHECKING:
+    from imagenette_lab.report.display import Run
 
 # Table 2: validation-split results. Macro-averaged precision / recall / F1.
 STUDY_RESULTS: dict[str, dict] = {
@@ -107,3 +114,73 @@ def exp1_note() -> str:
         "classes, an answer outside the 10 classes is an error) is the closest match to the study's "
         "accuracy."
     )
+
+
+# ----------------------------------------------------------------------------- comparison
+
+METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+def with_study_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """class_counts.csv plus the study's Table 1 columns, when its rows are Imagenette wnids."""
+    if "wnid" not in df.columns:
+        return df
+    wnids = [str(w) for w in df["wnid"]]
+    if not any(w in STUDY_CLASS_COUNTS for w in wnids):
+        return df
+    totals = tuple(map(sum, zip(*STUDY_CLASS_COUNTS.values())))
+    study = [STUDY_CLASS_COUNTS.get(w, totals if w.lower() == "total" else None) for w in wnids]
+    df = df.copy()
+    df["study train"] = pd.array([s[0] if s else None for s in study], dtype="Int64")
+    df["study val"] = pd.array([s[1] if s else None for s in study], dtype="Int64")
+    return df
+
+
+def add_study_f1(df: pd.DataFrame, experiment: str | None) -> None:
+    """Add the study's per-class F1 for `experiment` (and our gap to it) to a per-class report."""
+    study = STUDY_PER_CLASS.get(experiment or "")
+    if study and "class" in df.columns:
+        wnids = [class_wnid(str(c)) for c in df["class"]]
+        if any(w in study for w in wnids):
+            df["study F1"] = [study[w][2] if w in study else float("nan") for w in wnids]
+            if "f1-score" in df.columns:
+                df["Δ F1"] = pd.to_numeric(df["f1-score"], errors="coerce") - df["study F1"]
+
+
+def _row(experiment: str | None, title: str, run: Run | None, variant: str, metrics: dict[str, Any],
+         study: dict[str, Any]) -> dict[str, Any]:
+    ours = {k: float(metrics[k]) if is_number(metrics.get(k)) else None for k in METRIC_KEYS}
+    return {
+        "experiment": experiment,
+        "title": title,
+        "run": run.label if run else None,
+        "anchor": run.anchor if run else None,
+        "model": run.model if run else None,
+        "variant": variant,
+        "ours": ours,
+        "study": {k: study.get(k) for k in METRIC_KEYS},
+        "delta": {k: ours[k] - study[k] if ours[k] is not None and study.get(k) is not None else None
+                  for k in METRIC_KEYS},
+    }
+
+
+def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per (experiment, our run/variant); an experiment with no run still gets a row."""
+    rows: list[dict[str, Any]] = []
+    for exp, study in STUDY_RESULTS.items():
+        entries: list[tuple[Run | None, str, dict]] = []
+        for r in runs:
+            if r.experiment != exp:
+                continue
+            if exp == "exp1":  # zero-shot: the 10-way and 1000-way settings are compared separately
+                entries += [(r, v.key, v.metrics) for v in r.variants]
+            else:
+                entries.append((r, "", r.primary_metrics()))
+        for r, variant, m in entries or [(None, "", {})]:
+            rows.append(_row(exp, study["short"], r, variant, m, study))
+    for r in runs:
+        if r.experiment is None and r.kind != "analysis":
+            row = _row(None, "not mapped to a study experiment", r, "", r.primary_metrics(), {})
+            if any(v is not None for v in row["ours"].values()):
+                rows.append(row)
+    return rows
