@@ -22,9 +22,9 @@ FAST = {"backoff": 0.01, "timeout": 0.5}
 WNID = "n01440764"
 
 
-def make_tgz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+def make_tgz(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
         for info, data in members:
             if data is not None:
                 info.size = len(data)
