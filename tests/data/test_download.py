@@ -305,6 +305,13 @@ def test_ensure_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(dl, "download_imagenette", lambda root, size: calls.append((root, size)) or root)
     dl.ensure_dataset(tmp_path / "d" / "imagenette2-320")
     assert calls == [(tmp_path / "d", "320px")]
+
+    def offline(root, size):
+        raise UserError("download of x failed after 5 attempts: no route")
+
+    monkeypatch.setattr(dl, "download_imagenette", offline)
+    with pytest.raises(UserError, match=r"failed after 5 attempts: no route \(or pass --root DIR"):
+        dl.ensure_dataset(tmp_path / "imagenette2-160")
     assert set(dl.FOLDER_SIZES) == {"imagenette2", "imagenette2-160", "imagenette2-320"}
     from imagenette_lab.commands.download import SIZES
 

@@ -309,4 +309,8 @@ def ensure_dataset(path: str | Path) -> Path:
     if size is None:
         raise UserError(f"dataset root {path} does not exist")
     log.info("%s is missing; downloading Imagenette %s", path, size)
-    return download_imagenette(path.parent, size)
+    try:
+        return download_imagenette(path.parent, size)
+    except UserError as e:
+        # The caller only asked for a dataset: say how to use a copy already on disk.
+        raise UserError(f"{e} (or pass --root DIR with a local copy of the dataset)") from None
