@@ -192,8 +192,11 @@ def run_inference(
     )
 
 
-def skipped_paths(index: SplitIndex, result: InferenceResult, expected: list[int] | None = None) -> list[str]:
-    """Paths of the items (all of `index`, or just `expected` indices) that never arrived."""
+def skipped_paths(index: SplitIndex, result: Any, expected: list[int] | None = None) -> list[str]:
+    """Paths of the items (all of `index`, or just `expected` indices) that never arrived.
+
+    `result` is anything with an `indices` tensor: an InferenceResult or cached features.
+    """
     arrived = set(result.indices.tolist())
     wanted = range(len(index.samples)) if expected is None else expected
     return [str(index.samples[i].path) for i in wanted if i not in arrived]

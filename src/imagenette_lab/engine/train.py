@@ -163,10 +163,8 @@ class Trainer:
                 device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
                 desc=f"features {split}")
             self.features_seconds += f.seconds
-            arrived = set(f.indices.tolist())
-            for i, s in enumerate(index.samples):
-                if i not in arrived:
-                    self.skipped.setdefault(str(s.path), "could not be decoded")
+            for p in skipped_paths(index, f):
+                self.skipped.setdefault(p, "could not be decoded")
             out.append(f)
         self._cache = (out[0], out[1])
         if self.probe is None and dist.is_main():
