@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imagenette_lab.metrics import OTHER, compute_metrics, confusion, most_confused, save_evaluation
+from imagenette_lab.metrics import (
+    OTHER,
+    compute_metrics,
+    confusion,
+    most_confused,
+    paired_comparison,
+    save_evaluation,
+)
 
 NAMES3 = ["cat", "dog", "fox"]
 # 3 classes, known confusion [[2,1,0],[0,1,1],[1,0,3]] (rows = true).
@@ -256,3 +263,19 @@ def test_class_named_other_does_not_clash(tmp_path):
     np.testing.assert_array_equal(cm.to_numpy(), [[1, 0, 0], [0, 1, 1]])
     pr = pd.read_csv(tmp_path / "predictions.csv")
     assert pr["predicted"].tolist() == ["other", "(other)", "cat"]
+
+
+def test_paired_comparison_hand_computed():
+    y = [0, 1, 2, 0, 1, 2, 0, 1]
+    a = [0, 1, 2, 0, 1, 2, 1, 0]  # wrong on items 6, 7
+    b = [0, 1, 0, 1, 2, 2, 0, 1]  # wrong on items 2, 3, 4
+    out = paired_comparison(y, a, b, names=("head", "probe"))
+    assert out["n"] == 8 and out["head_accuracy"] == 6 / 8 and out["probe_accuracy"] == 5 / 8
+    assert out["head_only_correct"] == 3 and out["probe_only_correct"] == 2
+    assert out["mcnemar_exact_p"] == 1.0  # 3 vs 2 discordant: no evidence either way
+    lopsided = paired_comparison([0] * 12, [0] * 12, [1] * 12)
+    assert lopsided["a_only_correct"] == 12 and lopsided["mcnemar_exact_p"] == 2 * 0.5**12
+    assert paired_comparison([0, 1], [0, 1], [0, 1])["mcnemar_exact_p"] == 1.0
+    with pytest.raises(ValueError, match="same non-zero number"):
+        paired_comparison([0, 1], [0], [0, 1])
+

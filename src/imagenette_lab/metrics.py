@@ -138,6 +138,31 @@ def compute_metrics(
     return out
 
 
+def paired_comparison(y_true: Any, pred_a: Any, pred_b: Any, names: tuple[str, str] = ("a", "b")) -> dict[str, Any]:
+    """Two classifiers scored on the same items: accuracies, the discordant counts, McNemar's exact p.
+
+    On a small val set an accuracy gap of a few items is noise; only the items exactly one model
+    gets right carry evidence, and the exact (binomial) McNemar test says how much.
+    """
+    from scipy.stats import binomtest
+
+    yt = _as_labels(y_true, "y_true")
+    a, b = _as_labels(pred_a, names[0]), _as_labels(pred_b, names[1])
+    if not len(yt) == len(a) == len(b) or len(yt) == 0:
+        raise ValueError(f"need the same non-zero number of labels and predictions, got {len(yt)}/{len(a)}/{len(b)}")
+    ra, rb = a == yt, b == yt
+    a_only, b_only = int((ra & ~rb).sum()), int((rb & ~ra).sum())
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {
+        "n": int(len(yt)),
+        f"{names[0]}_accuracy": float(ra.mean()),
+        f"{names[1]}_accuracy": float(rb.mean()),
+        f"{names[0]}_only_correct": a_only,
+        f"{names[1]}_only_correct": b_only,
+        "mcnemar_exact_p": float(p),
+    }
+
+
 def confusion(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """Counts, rows = true class, columns = predicted; a last "other" column only if any OTHER."""
     yt, yp, _ = _validate(y_true, y_pred, num_classes)

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,8 +110,11 @@ def test_cached_views_redraw_per_epoch_and_probe() -> None:
     assert torch.equal(c1, ds.choice)
     item, label, idx = ds[5]
     assert item.dtype == torch.float32 and torch.equal(item, x[5, c1[5]].half().float()) and idx == 5
-    probe = feat.fit_probe(f, f)
+    probe, pred = feat.fit_probe(f, f)
     assert probe["val_accuracy"] == 1.0 and probe["n_train"] == 40
+    assert pred == {i: i % 2 for i in range(40)}
+    paired = feat.head_vs_probe(pred, [3, 5, 99], labels[[3, 5, 0]].numpy(), np.array([0, 1, 0]))
+    assert paired["n"] == 2 and paired["head_only_correct"] == 0 and paired["probe_only_correct"] == 1
 
 
 def test_cached_head_then_finetune_resumes_exactly(data: Path, tmp_path: Path, monkeypatch) -> None:
@@ -125,6 +129,8 @@ def test_cached_head_then_finetune_resumes_exactly(data: Path, tmp_path: Path, m
     assert stages == ["main", "main", "main", "finetune"]
     assert sorted(p.name for p in (run_ref / "features").iterdir()) == ["train_view0.pt", "train_view1.pt", "val_view0.pt"]
     assert 0 <= ref["probe"]["val_accuracy"] <= 1 and ref["feature_seconds"] > 0
+    paired = ref["probe"]["paired"]  # best checkpoint vs probe on the same val images
+    assert paired["n"] == ref["n_val"] and paired["head_accuracy"] == ref["metrics"]["accuracy"]
     # The checkpoint is the full model (base + head): it rebuilds and classifies images directly.
     model, info = model_from_checkpoint(run_ref / "checkpoints" / "last.pt")
     assert info["stage"] == "finetune" and model(torch.randn(2, 3, 16, 16)).shape == (2, 3)

@@ -78,11 +78,11 @@ def test_reproduce_out_dir_full_report(tmp_path: Path) -> None:
     assert pos == sorted(pos)
     assert "missing:" not in html
 
-    md = (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()  # each row names our model, which may not be the study's
     assert result["markdown"] == str(tmp_path / "report.md")
-    assert "| Exp 1: ResNet50 pretrained (zero-shot) | out/exp1_zero_shot (1000-way) | 0.860 | 0.827 | +0.033 |" in md
-    assert "| Exp 2: EfficientNet-B0 from scratch | out/exp2_scratch | 0.780 | 0.730 | +0.050 |" in md
-    assert "| Exp 3: EfficientNet-B0 fine-tuned | out/exp3_transfer | 0.950 | 0.910 | +0.040 |" in md
+    assert "| Exp 1: ResNet50 pretrained (zero-shot) | out/exp1_zero_shot (1000-way), efficientnet_lite0 | 0.860 | 0.827 | +0.033 |" in md
+    assert "| Exp 2: EfficientNet-B0 from scratch | out/exp2_scratch, efficientnet_b0 | 0.780 | 0.730 | +0.050 |" in md
+    assert "| Exp 3: EfficientNet-B0 fine-tuned | out/exp3_transfer, efficientnet_b0 | 0.950 | 0.910 | +0.040 |" in md
     assert "label-mapping bug" in md and "report.html" in md
 
 

@@ -174,8 +174,11 @@ class CachedViews(Dataset):
         return x.float(), self.feats.labels[i], self.feats.indices[i]
 
 
-def fit_probe(train: Features, val: Features, seed: int = 0) -> dict[str, Any]:
-    """Logistic regression on standardised eval-view features: the linear baseline for the head."""
+def fit_probe(train: Features, val: Features, seed: int = 0) -> tuple[dict[str, Any], dict[int, int]]:
+    """Logistic regression on standardised eval-view features: the linear baseline for the head.
+
+    Returns its summary and its val predictions by item index (for a paired test against the head).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -183,13 +186,24 @@ def fit_probe(train: Features, val: Features, seed: int = 0) -> dict[str, Any]:
     x_tr, y_tr = train.eval_view().numpy(), train.labels.numpy()
     x_va, y_va = val.eval_view().numpy(), val.labels.numpy()
     if len(np.unique(y_tr)) < 2:
-        return {"skipped": "fewer than two classes in the train features"}
+        return {"skipped": "fewer than two classes in the train features"}, {}
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
     clf.fit(x_tr, y_tr)
+    val_pred = dict(zip(val.indices.tolist(), clf.predict(x_va).tolist()))
     return {
         "model": "logistic_regression(standardised eval-view features, C=1.0)",
         "train_accuracy": float(clf.score(x_tr, y_tr)),
         "val_accuracy": float(clf.score(x_va, y_va)),
         "n_train": int(len(y_tr)),
         "n_val": int(len(y_va)),
-    }
+    }, val_pred
+
+
+def head_vs_probe(probe_pred: dict[int, int], indices: list[int], labels: np.ndarray, head: np.ndarray) -> dict[str, Any]:
+    """Paired test of the head's val predictions against the probe's, on the items both scored."""
+    from imagenette_lab.metrics import paired_comparison
+
+    keep = [k for k, i in enumerate(indices) if i in probe_pred]
+    if not keep:
+        return {}
+    return paired_comparison(labels[keep], head[keep], [probe_pred[indices[k]] for k in keep], names=("head", "probe"))

@@ -90,6 +90,7 @@ class Trainer:
         self.epoch = int(ckpt["epoch"]) if ckpt else 0
         self.best: dict[str, Any] = dict(ckpt["best"]) if ckpt else {"metric": cfg.train.monitor, "value": None, "epoch": None}
         self.probe: dict[str, Any] | None = ckpt.get("probe") if ckpt else None
+        self.probe_pred: dict[int, int] = dict(ckpt.get("probe_pred") or {}) if ckpt else {}
         self.skipped: dict[str, str] = {s.path: s.reason for s in self.train_index.skipped + self.val_index.skipped}
         if ckpt:
             self.skipped.update({p: r for p, r in ckpt.get("skipped", [])})
@@ -107,6 +108,7 @@ class Trainer:
             "step": step, "partial": partial or {}, "rng": rng or capture_rng(), "best": self.best,
             "config": self.cfg.to_dict(), "classes": self.classes, "class_names": self.class_names,
             "data_cfg": self.data_cfg, "history": self.history, "probe": self.probe,
+            "probe_pred": self.probe_pred,
             "skipped": [[p, r] for p, r in sorted(self.skipped.items())],
             "interrupted": interrupted, "saved": now_iso(),
         }
@@ -169,7 +171,7 @@ class Trainer:
         self._cache = (out[0], out[1])
         if self.probe is None and dist.is_main():
             t0 = time.perf_counter()
-            self.probe = feat.fit_probe(out[0], out[1], cfg.seed)
+            self.probe, self.probe_pred = feat.fit_probe(out[0], out[1], cfg.seed)
             self.probe["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("logistic-regression probe on cached features: val accuracy %.4f",
                      self.probe.get("val_accuracy", float("nan")))
@@ -332,6 +334,12 @@ class Trainer:
             probs=probs.numpy(), paths=[str(self.val_index.samples[i].path) for i in res.indices],
             title=f"{self.cfg.name} (best epoch {self.best['epoch']})")
         metrics["eval_images_per_s"] = round(res.images_per_s, 2)
+        cmp = feat.head_vs_probe(self.probe_pred, res.indices.tolist(), res.labels.numpy(), probs.argmax(1).numpy())
+        if cmp and self.probe is not None:
+            self.probe["paired"] = cmp
+            log.info("head vs probe on the same %d val images: accuracy %.4f vs %.4f; only the head right on %d, "
+                     "only the probe on %d (McNemar exact p = %.3g)", cmp["n"], cmp["head_accuracy"],
+                     cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"], cmp["mcnemar_exact_p"])
         return metrics
 
 

@@ -125,6 +125,7 @@ def _markdown(runs: list[Run], rows: list[dict], missing: list[Any], html_name: 
         exp = f"{row['experiment'].replace('exp', 'Exp ')}: {row['title']}" if row["experiment"] else row["title"]
         if row["run"]:
             run = row["run"] + (f" ({VARIANT_LABELS.get(row['variant'], row['variant'])})" if row["variant"] else "")
+            run += f", {row['model']}" if row["model"] else ""  # ours, which may differ from the study's
         else:
             run = "not run"
         o, s, d = row["ours"], row["study"], row["delta"]
