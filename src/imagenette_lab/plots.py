@@ -81,8 +81,11 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix"))
+    ax.tick_params(labelsize=11 if max(n_rows, n_cols) <= 12 else 8)
+    ax.xaxis.label.set_size(12)
+    ax.yaxis.label.set_size(12)
     if max(n_rows, n_cols) <= MAX_ANNOTATED_CLASSES:
-        fontsize = 9 if max(n_rows, n_cols) <= 12 else 6
+        fontsize = 11 if max(n_rows, n_cols) <= 12 else 6
         for i in range(n_rows):
             for j in range(n_cols):
                 v = values[i, j]
@@ -153,23 +156,54 @@ def _thumbnail(path: str | Path | None) -> tuple[np.ndarray, bool]:
 
 
 def plot_gallery(
-    items: Sequence[tuple[str | Path | None, str]], out_png: str | Path, ncols: int = 4, title: str = ""
+    items: Sequence[tuple[str | Path | None, str]], out_png: str | Path, ncols: int = 4, title: str = "",
+    fontsize: float = 12, empty: str = "no images",
 ) -> Path:
-    """Grid of thumbnails with captions; unreadable images are drawn as grey tiles marked so."""
+    """Grid of thumbnails with captions; unreadable images are drawn as grey tiles marked so.
+
+    Caption and title sizes are chosen for the report, which shows a 4-column gallery at 750-1100 px:
+    12 pt at 110 dpi stays >= 11 px on screen there.
+    """
     items = list(items)
     ncols = max(1, min(ncols, len(items) or 1))
     nrows = max(1, math.ceil(len(items) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.3 * nrows), squeeze=False)
+    lines = max([str(c).count("\n") + 1 for _, c in items] or [1])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + 0.25 * lines) * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not items:
-        axes[0, 0].text(0.5, 0.5, "no images", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=fontsize,
+                        transform=axes[0, 0].transAxes)
     for ax, (path, caption) in zip(axes.flat, items):
         pixels, ok = _thumbnail(path)
         ax.imshow(pixels)
         text = caption if ok else f"{caption} [unreadable]"
-        ax.set_title(textwrap.fill(str(text), width=34), fontsize=8)
+        wrapped = "\n".join(textwrap.fill(line, width=30) for line in str(text).split("\n"))
+        ax.set_title(wrapped, fontsize=fontsize)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=fontsize + 2)
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_top_losses(preds: pd.DataFrame, out_png: str | Path, n: int = 12, title: str = "") -> Path:
+    """The `n` mistakes with the highest loss (correct images never appear), each captioned with its
+    true class, the predicted class and the probability given to each.
+
+    `preds` needs columns path, true, predicted, loss, correct and optionally confidence (probability of
+    the predicted class) and p_true (probability of the true class; else exp(-loss)).
+    """
+    wrong = preds[~preds["correct"].astype(bool)].sort_values("loss", ascending=False, kind="stable").head(n)
+    items = []
+    for _, row in wrong.iterrows():
+        p_pred = row.get("confidence")
+        p_true = row.get("p_true", math.exp(-row["loss"]) if pd.notna(row["loss"]) else float("nan"))
+        label = row["predicted"]
+        if pd.notna(row.get("imagenet_label")) and row.get("predicted_index", 0) < 0:  # 1000-way: outside the set
+            label = f"{row['imagenet_label']} (not a dataset class)"
+        pred = f"predicted: {label}" + (f" (p = {p_pred:.2f})" if pd.notna(p_pred) else "")
+        true = f"true: {row['true']}" + (f" (p = {p_true:.2f})" if pd.notna(p_true) else "")
+        items.append((row["path"], f"{pred}\n{true}"))
+    head = f"{title}: " if title else ""
+    return plot_gallery(items, out_png, ncols=4, empty="no mistakes: every image is classified correctly",
+                        title=f"{head}the {len(items)} mistake{'s' if len(items) != 1 else ''} with the highest loss")

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from imagenette_lab import metrics as M
+from imagenette_lab import runrecord as rr
 from imagenette_lab.data.classes import display_name, imagenet_indices, imagenet_labels, load_class_map
 from imagenette_lab.data.dataset import ImageFolder, index_split
 from imagenette_lab.data.transforms import eval_transform
@@ -33,7 +34,7 @@ from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_o
 log = logging.getLogger(__name__)
 
 NUM_IMAGENET = 1000
-VARIANTS = ("restricted", "imagenet1000")
+VARIANTS = rr.ZERO_SHOT_VARIANTS
 
 
 @dataclass
@@ -110,8 +111,12 @@ def run_zero_shot(
     channels_last: bool = True,
     device: str = "auto",
     limit_per_class: int = 0,
+    role: str | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json."""
+    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json.
+
+    role/stage: what `reproduce` ran this as (recorded in run.json for the report)."""
     started = time.time()
     if limit_per_class < 0:
         raise UserError(f"limit per class must be 0 (all) or more, got {limit_per_class}")
@@ -140,12 +145,12 @@ def run_zero_shot(
 
     results: dict[str, dict[str, Any]] = {}
     results["restricted"] = M.save_evaluation(
-        out_dir / "restricted", y_true, zs.restricted_pred, names,
+        out_dir / rr.RESTRICTED, y_true, zs.restricted_pred, names,
         probs=zs.restricted_probs, paths=paths,
         title=f"{model} zero-shot, restricted to {len(names)} classes",
     )
     m1000 = M.save_evaluation(
-        out_dir / "imagenet1000", y_true, zs.imagenet1000_pred, names,
+        out_dir / rr.IMAGENET1000, y_true, zs.imagenet1000_pred, names,
         probs=zs.imagenet1000_probs, paths=paths, confidence=zs.imagenet1000_confidence,
         extra_columns={
             "imagenet_index": zs.top1_imagenet.tolist(),
@@ -156,7 +161,7 @@ def run_zero_shot(
     # compute_metrics' top-5 ranks only the C dataset classes (same as restricted); for the 1000-way
     # view the meaningful figure is ImageNet top-5: the true class among all 1000 top-5 guesses.
     m1000["top5_accuracy"] = float(zs.top5_imagenet_hit.mean())
-    atomic_write_json(out_dir / "imagenet1000" / "metrics.json", m1000)
+    atomic_write_json(out_dir / rr.IMAGENET1000 / rr.METRICS_JSON, m1000)
     results["imagenet1000"] = m1000
 
     skipped = [{"path": s.path, "reason": s.reason} for s in index.skipped]
@@ -165,7 +170,7 @@ def run_zero_shot(
         {"path": str(s.path), "reason": "could not be decoded"}
         for i, s in enumerate(index.samples) if i not in arrived
     ]
-    _write_predictions(out_dir / "predictions.csv", paths, y_true, zs, names, labels_1000)
+    _write_predictions(out_dir / rr.PREDICTIONS_CSV, paths, y_true, zs, names, labels_1000)
 
     combined = {
         **results,
@@ -186,7 +191,7 @@ def run_zero_shot(
         "n_skipped": len(skipped),
         "skipped": skipped,
     }
-    atomic_write_json(out_dir / "metrics.json", combined)
+    atomic_write_json(out_dir / rr.METRICS_JSON, combined)
     atomic_write_text(out_dir / "summary.txt", _summary_text(combined))
     log.info(
         "zero-shot %s on %d images: %.1f s, %.1f img/s; restricted acc %.4f macro-F1 %.4f; "
@@ -196,8 +201,11 @@ def run_zero_shot(
         m1000["accuracy"], m1000["macro_f1"], m1000["other_predictions"], len(skipped),
     )
     write_run_json(
-        out_dir, "zero_shot", f"zero_shot_{model}", started,
-        model=model, weights=weights, weights_file=combined["weights_file"],
+        out_dir, "zero_shot", f"zero_shot_{model}", started, role=role, stage=stage,
+        **rr.describe_eval(model=model, weights=weights, weights_file=weights_file, img_size=size,
+                           root=root, split=split, classes=index.classes, n=res.n,
+                           limit_per_class=limit_per_class),
+        weights=weights, weights_file=combined["weights_file"],
         metrics={v: _summary(results[v]) for v in VARIANTS},
         images_per_s=combined["images_per_s"], n_images=res.n, n_skipped=len(skipped),
     )

@@ -45,6 +45,7 @@ from imagenette_lab.engine.optim import build_optimizer, build_scheduler
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
     Stage, epoch_seed, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
+from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
@@ -139,12 +140,12 @@ class Trainer:
             return
         import pandas as pd
 
-        atomic_write_text(self.run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
-        atomic_write_text(self.run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+        atomic_write_text(self.run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_write_text(self.run_dir / rr.HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False))
         if plot:
             from imagenette_lab.plots import plot_history
 
-            plot_history(self.history, self.run_dir / "curves.png", title=self.cfg.name)
+            plot_history(self.history, self.run_dir / rr.CURVES, title=self.cfg.name)
 
     # ------------------------------------------------------------------ feature cache
     def features(self) -> tuple[feat.Features, feat.Features]:
@@ -160,7 +161,7 @@ class Trainer:
         out = []
         for split, index, tfs in (("train", self.train_index, views), ("val", self.val_index, views[:1])):
             f = feat.load_or_extract(
-                self.run_dir / "features", split, {**meta, "split": feat.split_fingerprint(index)}, aug,
+                self.run_dir / rr.FEATURES, split, {**meta, "split": feat.split_fingerprint(index)}, aug,
                 self.model, index, tfs, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
                 device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
                 desc=f"features {split}")
@@ -330,7 +331,7 @@ class Trainer:
             self.skipped.setdefault(p, "could not be decoded")
         probs = torch.softmax(res.outputs.float(), dim=1)
         metrics = save_evaluation(
-            self.run_dir / "eval", res.labels.numpy(), probs.argmax(1).numpy(), self.class_names,
+            self.run_dir / rr.EVAL, res.labels.numpy(), probs.argmax(1).numpy(), self.class_names,
             probs=probs.numpy(), paths=[str(self.val_index.samples[i].path) for i in res.indices],
             title=f"{self.cfg.name} (best epoch {self.best['epoch']})")
         metrics["eval_images_per_s"] = round(res.images_per_s, 2)
@@ -359,7 +360,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
         log.info("resuming %s from %s (epoch %d, step %d)", resume, ckpt_path, ckpt["epoch"], ckpt.get("step", 0))
     run_dir = prepare_run_dir(cfg, resume, overwrite)
     if dist.is_main():
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / rr.CONFIG)
     with StopRequest() as stop:
         trainer = Trainer(cfg, run_dir, ckpt, stop, hooks)
         try:
@@ -399,6 +400,8 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
         "skipped": [{"path": p, "reason": r} for p, r in sorted(trainer.skipped.items())],
         "probe": trainer.probe,
         "resumed": resume is not None,
+        **rr.describe_train(cfg, n_train=len(trainer.train_index), n_val=len(trainer.val_index),
+                            classes=trainer.classes, epochs_run=trainer.epoch, best=trainer.best),
     }
     meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
     return {**meta, "status": "complete", "exit_code": 0}
