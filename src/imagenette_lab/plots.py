@@ -71,7 +71,8 @@ def plot_confusion(
         )
     values = row_normalize(cm) if normalize else cm.astype(float)
     n_rows, n_cols = values.shape
-    side = max(4.0, 0.55 * max(n_rows, n_cols) + 2.5)
+    # Sized so 11 pt labels stay >= ~11 px when the report shows two matrices side by side (~540 px).
+    side = max(4.0, 0.42 * max(n_rows, n_cols) + 2.2)
     fig, ax = plt.subplots(figsize=(side + 1.0, side))
     vmax = 1.0 if normalize else max(float(values.max(initial=0.0)), 1.0)
     im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, aspect="auto")
@@ -89,7 +90,7 @@ def plot_confusion(
         for i in range(n_rows):
             for j in range(n_cols):
                 v = values[i, j]
-                text = f"{v:.2f}" if normalize else f"{int(round(v))}"
+                text = (f"{v:.2f}" if v else "0") if normalize else f"{int(round(v))}"  # bare 0: less clutter
                 # Light text on dark cells so every number stays legible.
                 color = "white" if v > 0.5 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
@@ -161,14 +162,15 @@ def plot_gallery(
 ) -> Path:
     """Grid of thumbnails with captions; unreadable images are drawn as grey tiles marked so.
 
-    Caption and title sizes are chosen for the report, which shows a 4-column gallery at 750-1100 px:
-    12 pt at 110 dpi stays >= 11 px on screen there.
+    Caption and title sizes are chosen for the report, which shows a 4-column gallery (1,400 px wide)
+    at 750-1,100 px: 14 pt at 110 dpi stays >= 11 px on screen there.
     """
     items = list(items)
     ncols = max(1, min(ncols, len(items) or 1))
     nrows = max(1, math.ceil(len(items) / ncols))
     lines = max([str(c).count("\n") + 1 for _, c in items] or [1])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + 0.25 * lines) * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + fontsize / 40 * lines) * nrows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not items:
@@ -178,7 +180,7 @@ def plot_gallery(
         pixels, ok = _thumbnail(path)
         ax.imshow(pixels)
         text = caption if ok else f"{caption} [unreadable]"
-        wrapped = "\n".join(textwrap.fill(line, width=30) for line in str(text).split("\n"))
+        wrapped = "\n".join(textwrap.fill(line, width=28) for line in str(text).split("\n"))
         ax.set_title(wrapped, fontsize=fontsize)
     if title:
         fig.suptitle(title, fontsize=fontsize + 2)
@@ -200,10 +202,10 @@ def plot_top_losses(preds: pd.DataFrame, out_png: str | Path, n: int = 12, title
         p_true = row.get("p_true", math.exp(-row["loss"]) if pd.notna(row["loss"]) else float("nan"))
         label = row["predicted"]
         if pd.notna(row.get("imagenet_label")) and row.get("predicted_index", 0) < 0:  # 1000-way: outside the set
-            label = f"{row['imagenet_label']} (not a dataset class)"
-        pred = f"predicted: {label}" + (f" (p = {p_pred:.2f})" if pd.notna(p_pred) else "")
-        true = f"true: {row['true']}" + (f" (p = {p_true:.2f})" if pd.notna(p_true) else "")
-        items.append((row["path"], f"{pred}\n{true}"))
+            label = f"{row['imagenet_label']} (outside)"
+        probs = " · ".join(t for t in (f"p(pred) {p_pred:.2f}" if pd.notna(p_pred) else "",
+                                       f"p(true) {p_true:.2f}" if pd.notna(p_true) else "") if t)
+        items.append((row["path"], "\n".join(t for t in (f"true: {row['true']}", f"pred: {label}", probs) if t)))
     head = f"{title}: " if title else ""
-    return plot_gallery(items, out_png, ncols=4, empty="no mistakes: every image is classified correctly",
+    return plot_gallery(items, out_png, ncols=4, fontsize=14, empty="no mistakes: every image is classified correctly",
                         title=f"{head}the {len(items)} mistake{'s' if len(items) != 1 else ''} with the highest loss")

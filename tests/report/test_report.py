@@ -76,7 +76,7 @@ def test_reproduce_out_dir_full_report(tmp_path: Path) -> None:
                  "study: ResNet50 pretrained (zero-shot)", "What this shows",
                  "val 1,000 images (a sample of 3,925)", "300 train images per class (3,000 in all)",
                  "reported checkpoint: the last epoch", "CPU (2 cores)", "wall time 10m 00s",
-                 "inference 42 images/s (whole model)", "all 9,469 images are 224 × 224 px, RGB"):
+                 "inference 42 images/s (whole model)", "all 9,469 images are 224 × 224 px, colour (RGB)"):
         assert text in html, text
     # Throughput is the whole model's, never the cached head's; no raw key dumps.
     assert "12,103" not in html and "splits.train" not in html and "f1-score" not in html

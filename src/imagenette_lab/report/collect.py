@@ -185,6 +185,9 @@ def load_variant(run: Run, folder: Path, key: str, fallback: dict | None = None,
         v.report = _report_table(df, v.metrics, run.experiment, run.comparable)
     mc = read_csv(run, folder / rr.MOST_CONFUSED)
     if mc is not None and len(mc):
+        if "predicted" in mc.columns:  # metrics.other_name: an answer outside the evaluated classes
+            mc["predicted"] = ["a class outside the set" if str(x) in ("other", "(other)") else x
+                               for x in mc["predicted"]]
         if "fraction_of_true" in mc.columns:  # a share reads better as a percentage
             mc["fraction_of_true"] = [f"{100 * x:.1f} %" if is_number(x) else "" for x in mc["fraction_of_true"]]
         v.confused = frame_table(mc, "Most confused pairs (true → predicted)", max_rows=10)
@@ -253,7 +256,7 @@ def load_run(path: Path, label: str, kind: str) -> Run:
         # Unfinished: no numbers to compare, but its row says the experiment was started.
         run.experiment = _incomplete_role(run)
         run.comparable = run.experiment is not None
-    run.title = D.title(rec, kind, label)
+    run.title = D.title(rec, kind, label, run.experiment)
     loader = {"analysis": kinds.load_analysis, "zero_shot": kinds.load_zero_shot, "train": kinds.load_train,
               "evaluate": kinds.load_evaluate, "audit": kinds.load_audit, "seeds": kinds.load_seeds}.get(kind)
     if loader is not None:

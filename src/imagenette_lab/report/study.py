@@ -165,7 +165,7 @@ def _variant_label(run: Run | None, variant: str) -> str:
 
 def _row(experiment: str | None, run: Run | None, variant: str, metrics: dict[str, Any],
          study: dict[str, Any]) -> dict[str, Any]:
-    from imagenette_lab.report.describe import fmt_ci, fmt_interval, metric_ci
+    from imagenette_lab.report.describe import fmt_ci, fmt_interval, metric_ci, short_settings
 
     ours = {k: float(metrics[k]) if is_number(metrics.get(k)) else None for k in METRIC_KEYS}
     return {
@@ -175,7 +175,7 @@ def _row(experiment: str | None, run: Run | None, variant: str, metrics: dict[st
         "our_title": run.title if run else None,
         "anchor": run.anchor if run else None,
         "model": run.model if run else None,
-        "settings": run.settings if run else [],
+        "settings": short_settings(run.settings) if run else [],
         "variant": variant,
         "variant_label": _variant_label(run, variant),
         "ours": ours,
