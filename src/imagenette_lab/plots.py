@@ -135,6 +135,8 @@ def plot_history(history: pd.DataFrame | Iterable[Mapping], out_png: str | Path,
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if df["epoch"].nunique() == 1:  # one point: no fractional ticks around it
+            ax.set_xticks(df["epoch"].unique())
         ax.set_ylabel(label.lower())
         ax.set_title(label)
         ax.grid(alpha=0.3)

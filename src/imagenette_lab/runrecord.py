@@ -33,6 +33,7 @@ is_imagenette}; plus kind-specific fields (metrics, probe, images_per_s ...).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -254,8 +255,8 @@ def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *,
     """Mark a run complete: `run.json` is written last, so its presence means the run finished."""
     from imagenette_lab.utils import atomic_write_json, hardware, now_iso, versions
 
-    if kind not in KINDS:
-        raise ValueError(f"unknown run kind {kind!r}; add it to runrecord.KINDS")
+    if kind not in KINDS:  # still written (the report shows its files), but say it is not in the schema
+        logging.getLogger(__name__).warning("run kind %r is not one of runrecord.KINDS (%s)", kind, ", ".join(KINDS))
     if role is not None and role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)} or unset, got {role!r}")
     meta = {
@@ -309,13 +310,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if isinstance(model, str):  # version 0 zero-shot runs recorded the model name only
         model = model_info(model, meta.get("weights") is not None, meta.get("weights"), meta.get("weights_file"))
     role = meta.get("role") if meta.get("role") in ROLES else None
+    settings = _fill(Settings, meta.get("settings"))
+    if isinstance(meta.get("selection"), dict):  # the selection a trainer records beside the settings wins
+        settings.selection = meta["selection"]
     wall = meta.get("wall_time_s")
     return RunRecord(
         path=run_dir, kind=meta["kind"], name=str(meta.get("name") or run_dir.name), format_version=version,
         role=role, stage=meta.get("stage") if isinstance(meta.get("stage"), str) else None,
         status=meta.get("status"), started=meta.get("started"), finished=meta.get("finished"),
         wall_time_s=float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None,
-        model=_fill(ModelInfo, model), settings=_fill(Settings, meta.get("settings")),
+        model=_fill(ModelInfo, model), settings=settings,
         dataset=_fill(DatasetInfo, meta.get("dataset")),
         versions=meta.get("versions") if isinstance(meta.get("versions"), dict) else {},
         hardware=meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {},

