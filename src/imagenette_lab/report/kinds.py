@@ -148,6 +148,8 @@ def load_train(run: Run) -> None:
         run.pictures.append(curves)
     if hist is not None and len(hist.columns):
         constant = [c for c in ("stage", "train_n", "val_n") if c in hist and hist[c].nunique() <= 1]
+        if run.record and run.record.settings.feature_cache and "images_per_s" in hist:
+            constant.append("images_per_s")  # the head's speed on cached features, not the model's
         run.tables.append(frame_table(hist.drop(columns=constant), "Per-epoch history", max_rows=200))
     meta = run.meta or {}
     fallback = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else None
