@@ -22,6 +22,7 @@ from imagenette_lab.errors import UserError
 from imagenette_lab.report.collect import discover, load_run
 from imagenette_lab.report.display import Run, fmt_number, fmt_seconds
 from imagenette_lab.report.extras import paired_tests
+from imagenette_lab.report.summary import comparison_summary
 from imagenette_lab.report.study import EXPERIMENTS, STUDY_RESULTS, comparison_rows, exp1_note, other_rows
 from imagenette_lab.utils import atomic_write_text
 
@@ -207,6 +208,7 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
         "rows": rows,
         "others": others,
         "tests": tests,
+        "comparison_summary": comparison_summary(rows, tests),
         "test_notes": test_notes,
         "missing": missing,
         "container_meta": container_meta,

@@ -161,3 +161,32 @@ def summarise(run: Run) -> list[str]:
     for v in run.variants:
         out += v.notes
     return [s for s in out if s]
+
+
+def comparison_summary(rows: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[str]:
+    """The comparison section's sentences: which of our numbers lie above or below the study's, and
+    which differences between our runs the paired tests support."""
+    out = []
+    for row in rows:
+        acc, study = row["ours"]["accuracy"], row["study"]["accuracy"]
+        if acc is None or study is None:
+            continue
+        label = (row["experiment"] or "").replace("exp", "Exp ")
+        if row.get("variant_label"):
+            label += f" ({row['variant_label']})"
+        side = "above" if acc > study else "below" if acc < study else "equal to"
+        ci = row.get("ci", {}).get("accuracy") or ""
+        text = f"{label}: {acc:.3f}{' ' + ci if ci else ''} is {side} the study's {study:.3f}"
+        if ci:
+            lo, hi = (float(x) for x in ci.strip("[]").split(","))
+            if lo <= study <= hi:
+                text += ", and the study's number lies inside our 95 % interval"
+        out.append(text + ".")
+    for t in tests:
+        verdict = "a real difference" if t["significant"] else "not distinguishable"
+        out.append(f"{t['a']} vs {t['b']} on the same {t['n']:,} images: only {t['a']} right on {t['a_only']}, "
+                   f"only {t['b']} on {t['b_only']} (Holm-corrected p = {t['p_holm']:.3g}): {verdict} at the 5 % level.")
+    if out:
+        out.append("Our settings differ from the study's where each section says so; a difference to the study "
+                   "measures those settings as well as the method.")
+    return out
