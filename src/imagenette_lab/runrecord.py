@@ -306,6 +306,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= FORMAT_VERSION:
         raise UserError(f"{path} has run-record format version {version!r}; this imagenette-lab reads "
                         f"versions up to {FORMAT_VERSION}: upgrade imagenette-lab, or rerun that stage")
+    if version == 0:
+        meta = {**_legacy_fields(run_dir, meta), **meta}
     model = meta.get("model")
     if isinstance(model, str):  # version 0 zero-shot runs recorded the model name only
         model = model_info(model, meta.get("weights") is not None, meta.get("weights"), meta.get("weights_file"))
@@ -325,6 +327,52 @@ def read_run(run_dir: str | Path) -> RunRecord:
         hardware=meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {},
         raw=meta,
     )
+
+
+def _legacy_fields(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """model/settings/dataset of a version-0 run, rebuilt from the files it wrote beside run.json
+    (its config.yaml, metrics.json or summary.json); never a role, which it did not record."""
+    def load(name: str) -> Any:
+        try:
+            text = (run_dir / name).read_text()
+            if name.endswith(".yaml"):
+                import yaml
+
+                return yaml.safe_load(text)
+            return json.loads(text)
+        except Exception:  # noqa: BLE001 - a missing or damaged file: that part stays unknown
+            return None
+
+    kind = meta.get("kind")
+    if kind == "analysis":
+        summary = load(SUMMARY_JSON)
+        classes = list(summary.get("classes") or []) if isinstance(summary, dict) else []
+        return {"dataset": dataset_info(meta.get("root"), classes)} if classes else {}
+    if kind == "zero_shot":
+        m = load(METRICS_JSON)
+        if not isinstance(m, dict) or not isinstance(m.get("classes"), list):
+            return {}
+        dataset = dataset_info(m.get("root"), m["classes"])
+        size = (m.get("data_config") or {}).get("input_size") or [None]
+        return {"dataset": dataset, "settings": {"img_size": size[-1], "n_val": m.get("n_images"),
+                                                 "val_split": m.get("split"),
+                                                 **val_sample(dataset, m.get("split"), m.get("n_images"))}}
+    if kind == "train":
+        cfg = load(CONFIG)
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+            return {}
+        mc, dc, tc = cfg["model"], cfg.get("data") or {}, cfg.get("train") or {}
+        best = meta.get("monitor") if isinstance(meta.get("monitor"), dict) else None
+        return {"model": model_info(mc.get("name"), mc.get("pretrained"), mc.get("weights"), mc.get("weights_file"),
+                                    mc.get("freeze_base")),
+                "settings": {"img_size": dc.get("img_size"), "epochs": tc.get("epochs"),
+                             "epochs_run": meta.get("epochs_run"), "train_per_class": dc.get("limit_per_class") or None,
+                             "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
+                             "val_split": dc.get("val_split"), "feature_cache": tc.get("feature_cache"),
+                             "selection": ({"rule": "best_on_eval_split", "split": dc.get("val_split"),
+                                            "epoch": best.get("epoch"), "metric": best.get("metric")}
+                                           if best and best.get("epoch") is not None else None)}}
+    return {}
 
 
 def is_run_dir(d: str | Path) -> bool:

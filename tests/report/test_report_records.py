@@ -90,9 +90,16 @@ def test_folders_from_before_the_format_version_still_load(tmp_path: Path) -> No
     (d / "run.json").write_text(json.dumps({**old, "model": "efficientnet_lite0", "weights": "DEFAULT"}))
     rec = rr.read_run(d)
     assert rec.legacy and rec.role is None and rec.model.name == "efficientnet_lite0"
-    result = build_report([d], tmp_path / "r.html")
-    assert any("rerun this stage" in p for p in result["runs"][0]["problems"])
+    t = make_train(tmp_path / "old_train", pretrained=False, acc=0.7)
+    meta = json.loads((t / "run.json").read_text())
+    (t / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k not in (
+        "format_version", "role", "stage", "model", "settings", "dataset")}))
+    result = build_report([d, t], tmp_path / "r.html")
+    assert all(any("rerun this stage" in p for p in r["problems"]) for r in result["runs"])
     assert result["runs"][0]["title"].startswith("Zero-shot · EfficientNet-Lite0")
+    # Rebuilt from the config.yaml it wrote: our model, no role, so no study comparison.
+    assert result["runs"][1]["title"] == "Trained from scratch · EfficientNet-B0 (random init)"
+    assert all(r["run"] is None for r in result["comparison"])
 
 
 # ----------------------------------------------------------------------------- report from records

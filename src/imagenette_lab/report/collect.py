@@ -216,8 +216,8 @@ def _load_meta(run: Run) -> None:
     if rec.status != "complete":
         run.problems.append(f"run.json status is {rec.status!r}, not 'complete'")
     if rec.legacy:
-        run.problems.append("run.json was written before run records had a format version: it names no "
-                            "role, model settings or dataset; rerun this stage to see them")
+        run.problems.append("run.json was written before run records had a format version and names no "
+                            "experiment role, so it is not set beside the study; rerun this stage to compare it")
     rows: list[tuple[str, str]] = [(k, str(v)) for k, v in (("name", rec.name), ("kind", rec.kind),
                                                              ("status", rec.status), ("started", rec.started),
                                                              ("finished", rec.finished)) if v is not None]
