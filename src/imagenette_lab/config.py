@@ -74,7 +74,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    amp: str = "auto"  # auto = bf16 on CPU, fp16 AMP on CUDA
+    amp: str = "auto"  # auto = fp16 AMP on CUDA; on CPU bf16 only with native bf16 (AMX/AVX512-BF16), else fp32
     device: str = "auto"
     feature_cache: bool = False  # frozen base: compute base features once, train the head on them
     cache_views: int = 1  # augmented views per train image in the feature cache (1 = eval view only)

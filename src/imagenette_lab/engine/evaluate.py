@@ -52,12 +52,14 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "off":
         return None
     if amp == "auto":
-        # bf16 on CPU roughly triples throughput on modern x86 (AMX/AVX512-BF16) and needs no
-        # loss scaling; fp16 is the widely supported fast path on CUDA.
+        # fp16 is the widely supported fast path on CUDA. On a CPU bf16 pays only with native
+        # bf16 instructions (AMX/AVX512-BF16); emulated it is slower than fp32 (engine/precision.py).
         if device.type == "cuda":
             return torch.float16
         if device.type == "cpu":
-            return torch.bfloat16
+            from imagenette_lab.engine.precision import cpu_precision
+
+            return cpu_precision().dtype
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 

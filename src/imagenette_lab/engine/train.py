@@ -42,6 +42,7 @@ from imagenette_lab.engine.loop import (
     ignore_signals_in_worker, reduce_epoch, train_epoch, val_metrics,
 )
 from imagenette_lab.engine.optim import build_optimizer, build_scheduler
+from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
     Stage, epoch_seed, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
@@ -58,6 +59,9 @@ class Trainer:
                  stop: StopRequest, hooks: dict[str, Callable] | None):
         self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
         self.device = resolve_device(cfg.train.device)
+        if dist.is_main():
+            log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp),
+                                        cfg.model.channels_last))
         d = cfg.data
         self.train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
         self.val_index = index_split(d.root, d.val_split, classes=self.train_index.classes).subset(
