@@ -2,8 +2,8 @@
 
 Interrupts: SIGINT/SIGTERM only set a flag while an epoch runs; the loop stops at the next
 optimizer-step boundary, where model, optimizer, scheduler, RNG state and the epoch's running
-sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (with
-workers=0; with worker processes the resumed epoch's remaining augmentations differ). A second
+sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (also
+with worker processes: augmentation is seeded per sample, see data/seeding.py). A second
 signal, or a signal outside the epoch loop (feature extraction, final evaluation), raises at once.
 """
 

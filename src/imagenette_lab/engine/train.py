@@ -5,7 +5,8 @@ base features) then optionally "finetune" (cfg.train.finetune_epochs, whole netw
 Epochs are numbered globally across stages. Every epoch's randomness (sampler order, augmentation,
 dropout, cached-view choice) is seeded from (seed, epoch), so resuming at an epoch boundary is
 exact; a mid-epoch checkpoint (Ctrl-C/SIGTERM) also restores the RNG state at the last optimizer
-step and skips the batches already done, which is exact with data.workers=0.
+step and skips the batches already done. Image augmentation is seeded per (seed, epoch, sample
+index) (data/seeding.py), so this is exact with worker processes too.
 
 Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (+ last.pt.prev),
 history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
@@ -27,6 +28,7 @@ import torch
 from imagenette_lab.config import RunConfig, save_config
 from imagenette_lab.data.classes import display_name
 from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.seeding import PerSampleSeed
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
@@ -196,7 +198,8 @@ class Trainer:
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
-            dataset = ImageFolder(self.train_index, tf)
+            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes.
+            dataset = PerSampleSeed(ImageFolder(self.train_index, tf), cfg.seed)
             forward, amp, channels_last = (lambda m, x: m(x)), cfg.train.amp, cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
@@ -252,8 +255,7 @@ class Trainer:
         loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         state = partial or EpochState()
         sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
-        if stage.cached:
-            dataset.set_epoch(epoch)
+        dataset.set_epoch(epoch)
         if rng is not None:
             restore_rng(rng)
         self.current = (stage, ctx)
