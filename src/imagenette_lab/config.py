@@ -83,6 +83,8 @@ class TrainConfig:
     eval_every: int = 1
     monitor: str = "val_acc"  # picks the `best` checkpoint
     log_every: int = 20  # batches between progress-bar metric refreshes
+    # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
+    checkpoints_keep: str = "last,best"
 
 
 @dataclass

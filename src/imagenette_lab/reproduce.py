@@ -87,7 +87,7 @@ def _done(stage_dir: Path) -> bool:
 # dataset itself); the report reads them all and is rebuilt on every call.
 DEPENDS: dict[str, tuple[str, ...]] = {"analysis": (), "exp1": (), "exp2": (), "exp3": ()}
 # Settings that change how fast a stage runs, not what it produces.
-NOT_HASHED = {"name", "out_dir", "data.root", "data.workers", "train.log_every"}
+NOT_HASHED = {"name", "out_dir", "data.root", "data.workers", "train.log_every", "train.checkpoints_keep"}
 
 
 def _stage_overrides(stage: str, overrides: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.checkpoint import capture_rng
 from imagenette_lab.engine.evaluate import autocast_context
 from imagenette_lab.engine.optim import loss_fn
+from imagenette_lab.engine.progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def train_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, total=end, initial=state.step, desc=desc, unit="batch",
                disable=None if dist.is_main() else True, leave=False)
+    lines = ProgressLines(desc, end, enabled=None if dist.is_main() else False, n_start=state.n)
     stop.deferred = True
     try:
         for batch in bar:
@@ -186,6 +188,7 @@ def train_epoch(
                 ctx.boundary = {"state": state.to_dict(), "rng": capture_rng()}
                 if ctx.on_step_end is not None:
                     ctx.on_step_end({"epoch": epoch, "step": state.step, "state": state})
+                lines.update(state.step, state.n, state.loss_sum, state.correct)
                 if state.step % ctx.log_every == 0 and state.n:
                     bar.set_postfix(loss=f"{state.loss_sum / state.n:.3f}",
                                     acc=f"{state.correct / state.n:.3f}", refresh=False)

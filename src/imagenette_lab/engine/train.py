@@ -8,7 +8,7 @@ exact; a mid-epoch checkpoint (Ctrl-C/SIGTERM) also restores the RNG state at th
 step and skips the batches already done. Image augmentation is seeded per (seed, epoch, sample
 index) (data/seeding.py), so this is exact with worker processes too.
 
-Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (+ last.pt.prev),
+Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (train.checkpoints_keep),
 history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
 run.json (written last).
 """
@@ -34,7 +34,7 @@ from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine.checkpoint import (
     BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
-    load_checkpoint, load_model_state, restore_rng, save_checkpoint,
+    load_checkpoint, load_model_state, parse_keep, restore_rng, save_retained,
 )
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
@@ -46,7 +46,7 @@ from imagenette_lab.engine.loop import (
 from imagenette_lab.engine.optim import build_optimizer, build_scheduler
 from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
-    Stage, epoch_seed, plan_stages, prepare_run_dir, resume_config, validate_config,
+    Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
@@ -78,16 +78,16 @@ class Trainer:
 
         seed_everything(cfg.seed)
         fresh = ckpt is None  # on resume the weights come from the checkpoint: skip loading ImageNet's
-        tag = (m.weights or ("DEFAULT" if m.pretrained else None)) if fresh else None
+        tag = initial_weights(m) if fresh else None
         self.model = create_classifier(
-            m.name, len(self.classes), pretrained=m.pretrained and fresh, weights=tag,
+            m.name, len(self.classes), pretrained=tag is not None, weights=tag,
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
             head=m.head, dropout=m.dropout)
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])
         else:
-            self.data_cfg = dict(data_config(self.model, m.name, m.weights or ("DEFAULT" if m.pretrained else None)))
+            self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
             self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
@@ -122,8 +122,8 @@ class Trainer:
     def save(self, stage: Stage, ctx: StepContext, best: bool = False, **kw: Any) -> Path:
         cdir = checkpoint_dir(self.run_dir)
         if dist.is_main():
-            save_checkpoint(self.state(stage, ctx, **kw), cdir / LAST, keep_prev=True,
-                            copies=(cdir / BEST,) if best else ())
+            save_retained(self.state(stage, ctx, **kw), cdir, parse_keep(self.cfg.train.checkpoints_keep),
+                          best=best, epoch=None if kw.get("step") else self.epoch)
         dist.barrier()
         return cdir / LAST
 
