@@ -35,7 +35,11 @@ def run(args) -> int:
 
         from imagenette_lab.utils import prepare_out_dir
 
-        prepare_out_dir(Path(args.out).expanduser().parent)  # an unwritable --out is still named first
+        out = Path(args.out).expanduser()
+        try:  # an unwritable --out is still the error named first
+            prepare_out_dir(out.parent)
+        except UserError as e:
+            raise UserError(f"cannot write the report to {out}: {str(e).rpartition(': ')[2]}") from None
         raise UserError(f"no runs found in {', '.join(args.run_dirs)} (pass run directories, or a folder "
                         "holding them such as a `reproduce --out` folder)")
     result = build_report(args.run_dirs, args.out)
