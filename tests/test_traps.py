@@ -157,10 +157,13 @@ def test_plain_progress_lines_in_logs(data: Path, tmp_path: Path, monkeypatch, c
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
     with caplog.at_level(logging.INFO, logger="imagenette_lab"):
         assert main(train_args(data, tmp_path, "p", *sets("data.batch_size=4"))) == 0
-    lines = [r.getMessage() for r in caplog.records if ": step " in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records]
+    lines = [m for m in messages if m.startswith("epoch ") and ": step " in m]
     # 12 images / batch 4 = 3 steps per epoch; the last step of an epoch gets the epoch line instead.
     assert [line.split(": step ")[1].split(",")[0] for line in lines] == ["1/3", "2/3"] * 2
     assert lines[0].startswith("epoch 1/2 main: step 1/3, ") and "img/s, loss " in lines[0]
+    # Inference passes (validation, final evaluation) too: 6 val images / batch 4 = 2 batches.
+    assert "val: step 1/2" in " ".join(messages) and "eval best: step 1/2" in " ".join(messages)
     # On a terminal the tqdm bar is the progress: no extra lines.
     caplog.clear()
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)

@@ -152,7 +152,7 @@ def train_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, total=end, initial=state.step, desc=desc, unit="batch",
                disable=None if dist.is_main() else True, leave=False)
-    lines = ProgressLines(desc, end, enabled=None if dist.is_main() else False, n_start=state.n)
+    lines = ProgressLines(desc, end, n_start=state.n)  # log lines instead of the bar off a terminal
     stop.deferred = True
     try:
         for batch in bar:

@@ -22,18 +22,22 @@ def stderr_is_terminal() -> bool:
 
 
 class ProgressLines:
-    """Call `update(step, n_images, loss_sum, correct)` after each optimizer step; it logs when due."""
+    """Call `update(step, n_images[, loss_sum, correct])` after each step (batch); it logs when due."""
 
     def __init__(self, desc: str, total: int, *, enabled: bool | None = None,
                  seconds: float | None = None, every_steps: int = 0, n_start: int = 0):
         self.desc, self.total = desc, total
-        self.enabled = (not stderr_is_terminal()) if enabled is None else enabled
+        if enabled is None:
+            from imagenette_lab.engine import distributed as dist
+
+            enabled = dist.is_main() and not stderr_is_terminal()
+        self.enabled = enabled
         self.seconds = PROGRESS_SECONDS if seconds is None else seconds
         self.every_steps = every_steps
         self.start = self.last = time.perf_counter()
         self.n_start = n_start  # images already counted when a resumed epoch starts part-way
 
-    def update(self, step: int, n: int, loss_sum: float, correct: int) -> None:
+    def update(self, step: int, n: int, loss_sum: float | None = None, correct: int | None = None) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -42,6 +46,7 @@ class ProgressLines:
             return
         self.last = now
         rate = (n - self.n_start) / (now - self.start) if now > self.start else 0.0
-        loss = f"{loss_sum / n:.4f}" if n else "-"
-        acc = f"{correct / n:.4f}" if n else "-"
-        log.info("%s: step %d/%d, %.1f img/s, loss %s, acc %s", self.desc, step, self.total, rate, loss, acc)
+        metrics = ""
+        if loss_sum is not None and correct is not None and n:
+            metrics = f", loss {loss_sum / n:.4f}, acc {correct / n:.4f}"
+        log.info("%s: step %d/%d, %.1f img/s%s", self.desc, step, self.total, rate, metrics)
