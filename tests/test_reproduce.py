@@ -100,3 +100,19 @@ def test_changed_setting_reruns_that_stage_and_says_so(smoke_out: Path, caplog) 
     caplog.clear()
     assert main(["reproduce", "--profile", "smoke", "--out", str(smoke_out), "--set", "exp2.train.epochs=2"]) == 0
     assert caplog.text.count("already complete") == 4 and "settings changed" not in caplog.text
+
+
+def test_unfinished_unchanged_stage_resumes(smoke_out: Path, caplog) -> None:
+    (smoke_out / "exp2_scratch" / "run.json").unlink()  # as if stopped before the end
+    caplog.set_level("INFO")
+    assert main(["reproduce", "--profile", "smoke", "--out", str(smoke_out), "--set", "exp2.train.epochs=2"]) == 0
+    assert "exp2: resuming" in caplog.text and "rerunning" not in caplog.text
+    meta = json.loads((smoke_out / "exp2_scratch" / "run.json").read_text())
+    assert meta["resumed"] and meta["epochs_run"] == 2
+    # Stopped again, then asked for other settings: no resume of the old run, a fresh one.
+    (smoke_out / "exp2_scratch" / "run.json").unlink()
+    caplog.clear()
+    assert main(["reproduce", "--profile", "smoke", "--out", str(smoke_out), "--stages", "exp2"]) == 0
+    assert "exp2: settings changed (config.train.epochs 2 -> 1)" in caplog.text
+    meta = json.loads((smoke_out / "exp2_scratch" / "run.json").read_text())
+    assert not meta["resumed"] and meta["epochs_run"] == 1

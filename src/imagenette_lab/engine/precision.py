@@ -87,7 +87,8 @@ def cpu_precision() -> CpuPrecision:
 def describe(device: torch.device, amp: str, dtype: torch.dtype | None, channels_last: bool) -> str:
     """One line for the run log: the precision used and why."""
     layout = " + channels_last" if channels_last else ""
-    name = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")  # type: ignore[arg-type]
+    names = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
+    name = names.get(dtype, "fp32") if dtype is not None else "fp32"
     if amp != "auto":
         why = f"train.amp={amp}"
     elif device.type == "cpu":

@@ -44,10 +44,10 @@ from imagenette_lab.engine.loop import (
     ignore_signals_in_worker, reduce_epoch, train_epoch, val_metrics,
 )
 from imagenette_lab.engine.optim import build_optimizer, build_scheduler
-from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
     Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
+from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
