@@ -8,6 +8,7 @@ folder names.
 Layout of a run directory (only the files of its kind exist):
 
     run.json                      written last: its presence means the run finished (schema below)
+    stage.json                    `reproduce` only: the hash of the stage's settings and inputs
     config.yaml                   the resolved config (train)
     history.csv, history.jsonl    one row per epoch (train)
     curves.png                    learning curves (train)
@@ -46,6 +47,7 @@ FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------- layout
 RUN_JSON = "run.json"
+STAGE_JSON = "stage.json"  # reproduce's record of a stage's input hash (stage_record.py)
 CONFIG = "config.yaml"
 HISTORY_CSV = "history.csv"
 HISTORY_JSONL = "history.jsonl"
