@@ -160,7 +160,8 @@ def test_incomplete_run_rendered_with_missing_list(tmp_path: Path) -> None:
     row = _rows(result)[("exp2", "")]
     assert row["run"] == "exp2_scratch" and row["ours"]["accuracy"] is None
     md = Path(result["markdown"]).read_text()
-    assert "INCOMPLETE" in md and "missing: run.json" in md
+    assert "### Exp 2 · Training · exp2_scratch (unfinished)" in md and "missing: run.json" in md
+    assert "3 of 3 epochs ran, val accuracy 0.600 at the last one" in md
 
 
 def test_dir_without_content_listed_as_missing(tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def _markdown(runs: list[Run], rows: list[dict], others: list[dict], tests: list
     lines += ["## Runs", ""]
     for r in runs:
         status = "complete" if r.complete else "INCOMPLETE"
-        lines.append(f"### {cell(r.title)} ({status})")
+        lines.append(f"### {cell(r.title)}" + ("" if r.title.endswith("(unfinished)") else f" ({status})"))
         lines.append("")
         if r.settings:
             lines.append(cell(" · ".join(r.settings)))

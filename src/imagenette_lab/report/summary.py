@@ -145,10 +145,31 @@ def _analysis(run: Run, rec: rr.RunRecord) -> list[str]:
     return out
 
 
+def _unfinished(run: Run) -> str:
+    """How far an unfinished training stage got, from its history and the config it was given."""
+    import yaml
+
+    text = "This stage did not finish (no run.json), so it has no final evaluation"
+    hist = read_csv(run, run.path / rr.HISTORY_CSV) if run.kind == "train" else None
+    if hist is not None and len(hist) and "val_acc" in hist.columns:
+        planned = ""
+        try:
+            cfg = yaml.safe_load(run.config_text or "") or {}
+            epochs = (cfg.get("train") or {}).get("epochs")
+            planned = f" of {epochs}" if is_number(epochs) else ""
+        except yaml.YAMLError:
+            pass
+        last = pd.to_numeric(hist["val_acc"], errors="coerce").dropna()
+        text += f"; {len(hist)}{planned} epoch{'s' if planned or len(hist) != 1 else ''} ran"
+        if len(last):
+            text += f", val accuracy {last.iloc[-1]:.3f} at the last one"
+    return text + ". Rerunning the same command resumes it from its last checkpoint."
+
+
 def summarise(run: Run) -> list[str]:
     rec = run.record
     if rec is None:
-        return ["This stage did not finish (no run.json): only what it wrote so far is shown."]
+        return [_unfinished(run)]
     if rec.kind == "analysis":
         return _analysis(run, rec)
     out = {"zero_shot": _zero_shot, "train": _train}.get(rec.kind, lambda r, c: [])(run, rec)
