@@ -46,7 +46,7 @@ class AuditConfig:
     seed: int = 0
     phash_max: int = 8  # bits of 64 (pHash; dHash must also be within dhash_max)
     dhash_max: int = 8
-    cos_min: float = 0.90  # cosine of the embeddings
+    cos_min: float = 0.92  # cosine of the (uncentred) embeddings; see the README audit section
     top_k: int = 5  # neighbours kept per image and method
     folds: int = 5
     label_c: float = 1.0
@@ -159,8 +159,10 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
         cfg.model, indexes, out / "cache" / "features", img_size=cfg.img_size, batch_size=cfg.batch_size,
         workers=cfg.workers, device=device, amp="off" if cfg.model == embed.PIXELS else cfg.amp, seed=cfg.seed)
     offsets = np.cumsum([0] + [len(ix) for ix in indexes])
-    emb = torch.cat([f.x.float() for f in feats])
-    emb_rows = np.concatenate([f.indices.numpy() + offsets[k] for k, f in enumerate(feats)])
+    got = [(k, f) for k, f in enumerate(feats) if f.n]  # a split whose every image failed to decode has none
+    emb = torch.cat([f.x.float() for _, f in got]) if got else None
+    emb_rows = (np.concatenate([f.indices.numpy() + offsets[k] for k, f in got]) if got
+                else np.empty(0, dtype=np.int64))
     lap("embed")
 
     pairs, closest = dup.find_duplicates(items, scans, emb, emb_rows, phash_max=cfg.phash_max,
@@ -172,12 +174,13 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
                             "top_k": cfg.top_k}
     lap("duplicates")
 
-    if cfg.label_check:
+    if cfg.label_check and emb is not None:
         y = items["label"].to_numpy()[emb_rows]
         label_info, suspects = labels.find_label_issues(emb.numpy(), y, len(classes), folds=cfg.folds,
                                                         seed=cfg.seed, c=cfg.label_c)
     else:
-        label_info, suspects = {"skipped": "turned off (--no-label-check)"}, None
+        label_info, suspects = {"skipped": "turned off (--no-label-check)" if not cfg.label_check
+                                else "no image could be decoded"}, None
     cols = ["rank", "split", "path", "given", "given_name", "suggested", "suggested_name", "score", "p_suggested"]
     lab = pd.DataFrame(columns=cols)
     if suspects is not None and len(suspects):

@@ -86,7 +86,7 @@ def embed_splits(name: str, indexes: list[SplitIndex], cache_dir: Path, *, img_s
         seconds += f.seconds
         out.append(f)
     n = sum(f.n for f in out)
-    info = {"model": name, "input_size": list(dc["input_size"]), "dim": int(out[0].x.shape[-1]),
+    info = {"model": name, "input_size": list(dc["input_size"]), "dim": max(int(f.x.shape[-1]) for f in out),
             "seconds": round(seconds, 2), "images": n, "cached": seconds == 0.0,
             "images_per_s": round(n / seconds, 1) if seconds > 0 else None}
     return out, info

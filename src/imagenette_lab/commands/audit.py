@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="autocast for the embedding pass (default: %(default)s: exact fp32 cosines)")
     p.add_argument("--seed", type=int, default=0, help="seed of the k-fold split (default: %(default)s)")
     g = p.add_argument_group("thresholds")
-    g.add_argument("--cos-min", type=float, default=0.90,
+    g.add_argument("--cos-min", type=float, default=0.92,
                    help="embedding near-duplicate: cosine of the embeddings >= this (default: %(default)s)")
     g.add_argument("--phash-max", type=int, default=8,
                    help="perceptual duplicate: pHash Hamming distance <= this (of 64 bits) ... (default: %(default)s)")
