@@ -23,7 +23,7 @@ from imagenette_lab.utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 # Bump when a stored column changes meaning: old caches are then ignored.
-SCAN_VERSION = 2
+SCAN_VERSION = 3
 HASH_SIZE = 8  # 64-bit pHash/dHash: the imagehash default, fits one uint64
 # JPEGs decode at a reduced scale of at least this size: enough for 32 px hashes and pixel stats,
 # several times faster on full-resolution photos.
@@ -77,10 +77,12 @@ def scan_file(path: str) -> dict[str, Any]:
     rec["phash"] = _hash64(imagehash.phash(thumb, hash_size=HASH_SIZE))
     rec["dhash"] = _hash64(imagehash.dhash(thumb, hash_size=HASH_SIZE))
     px = np.asarray(thumb, dtype=np.float32)
-    # Luma std: a near-blank (single-colour) image has almost none. Chroma: mean spread between the
-    # RGB channels, ~0 for greyscale photos even when they are stored as RGB JPEGs.
+    # Luma std: a near-blank (single-colour) image has almost none. Chroma: the 99th percentile of
+    # the per-pixel spread between the RGB channels: small for greyscale photos stored as RGB
+    # (JPEG colour noise) but large when any part has colour (a mean would call a silver product
+    # with one red LED on white greyscale).
     rec["std"] = float((px @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).std())
-    rec["chroma"] = float((px.max(axis=2) - px.min(axis=2)).mean())
+    rec["chroma"] = float(np.percentile(px.max(axis=2) - px.min(axis=2), 99))
     return rec
 
 

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-label-check", action="store_true", help="skip the label-error step")
     g.add_argument("--min-side", type=int, default=64, help="'tiny' below this many px (default: %(default)s)")
     g.add_argument("--max-aspect", type=float, default=3.0, help="'extreme aspect' above (default: %(default)s)")
-    g.add_argument("--blank-std", type=float, default=4.0,
+    g.add_argument("--blank-std", type=float, default=2.0,
                    help="'near blank' when the luma std (0-255) is below (default: %(default)s)")
     p.add_argument("--gallery", type=int, default=12, help="images/pairs per gallery (default: %(default)s)")
     p.add_argument("--fail-on-leakage", action="store_true",
