@@ -212,3 +212,20 @@ def test_real_subset_with_pretrained_embeddings(tmp_path: Path) -> None:
     assert len(hit) == 1 and "phash" in hit["methods"].iloc[0]
     s = json.loads((out / "summary.json").read_text())
     assert s["label_issues"]["oof_accuracy"] > 0.9 and s["embedding"]["model"] == "efficientnet_lite0"
+
+
+def test_scan_cache_rescans_only_changed_files(tmp_path: Path, caplog) -> None:
+    from imagenette_lab.audit import scan
+
+    root = make_dataset_without_copies(tmp_path / "data", per_class=1)
+    paths = sorted(str(p) for p in root.rglob("*.png"))
+    cache = tmp_path / "cache" / "scan.csv"
+    first = scan.scan(paths, cache)
+    pattern_image(0, np.random.default_rng(9)).save(paths[0])  # new content, new size/mtime
+    with caplog.at_level(logging.INFO):
+        second = scan.scan(paths, cache)
+    assert "1 file(s) to decode, 5 reused" in caplog.text
+    assert second["sha1"].iloc[0] != first["sha1"].iloc[0]
+    pd.testing.assert_frame_equal(second.iloc[1:], first.iloc[1:])
+    cache.write_text("garbage")  # a damaged cache is only a lost shortcut
+    assert scan.scan(paths, cache)["sha1"].tolist() == second["sha1"].tolist()
