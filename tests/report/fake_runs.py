@@ -248,18 +248,28 @@ def add_calibration_and_cams(eval_dir: Path) -> None:
 
 
 def make_audit(d: Path) -> Path:
+    """An `imagenette-lab audit` output folder (summary.json as audit/core.py writes it)."""
     d.mkdir(parents=True, exist_ok=True)
     (d / "summary.json").write_text(json.dumps({
-        "duplicates": {"train_train": 12, "train_val": 3, "val_val": 1},
-        "label_issues": 41, "odd_images": {"tiny": 2, "greyscale": 30}, "seconds": 95.2}))
-    pd.DataFrame({"a": ["train/x.JPEG"], "b": ["val/y.JPEG"], "phash_distance": [2],
-                  "cosine": [0.991]}).to_csv(d / "duplicates.csv", index=False)
-    pd.DataFrame({"path": ["train/z.JPEG"], "given": ["chain saw"], "suggested": ["gas pump"],
-                  "score": [0.02]}).to_csv(d / "label_issues.csv", index=False)
-    pd.DataFrame({"path": ["train/w.JPEG"], "reason": ["near-blank"]}).to_csv(d / "odd_images.csv", index=False)
+        "root": "/data/x", "images": 13394, "classes": dict(zip(CLASSES, NAMES)),
+        "duplicates": {"pairs": {"train-train": 12, "train-val": 3, "val-val": 1}, "cross_split_pairs": 3},
+        "leakage": {"cross_split_pairs": 3, "by_split_pair": {"train-val": 3}},
+        "label_issues": {"issues": 41},
+        "odd_images": {"counts": {"train": {"tiny": 2, "near_blank": 1}, "val": {"tiny": 0, "near_blank": 0}}},
+        "timings_s": {"total": 95.2}, "peak_rss_mb": 812.0}))
+    pd.DataFrame({"split_a": ["train"], "class_a": ["n03000684"], "path_a": ["/data/x/train/n03000684/a.JPEG"],
+                  "split_b": ["val"], "class_b": ["n03000684"], "path_b": ["/data/x/val/n03000684/b.JPEG"],
+                  "methods": ["phash+cosine"], "phash_dist": [2], "cosine": [0.991], "same_label": [True]}
+                 ).to_csv(d / "duplicates.csv", index=False)
+    pd.DataFrame({"split": ["train"], "path": ["/data/x/train/n03000684/z.JPEG"], "given_name": ["chain saw"],
+                  "suggested_name": ["gas pump"], "p_suggested": [0.91], "score": [0.02]}
+                 ).to_csv(d / "label_issues.csv", index=False)
+    pd.DataFrame({"split": ["train"], "class": ["n01440764"], "path": ["/data/x/train/n01440764/w.JPEG"],
+                  "issue": ["near_blank"], "value": [1.2], "detail": ["std of pixel values"]}
+                 ).to_csv(d / "odd_images.csv", index=False)
     png(d / "gallery_cross_split.png", (900, 300), (60, 60, 160), "pairs")
     png(d / "gallery_label_issues.png", (900, 300), (160, 60, 60), "labels")
-    run_json(d, "audit", "audit", dataset=dataset())
+    run_json(d, "audit", "audit", model="efficientnet_lite0")
     return d
 
 

@@ -183,10 +183,13 @@ def test_calibration_gradcam_audit_and_seeds_sections(tmp_path: Path) -> None:
     html = Path(result["html"]).read_text()
     for text in ("expected calibration error 0.041 → 0.012 after temperature scaling (T = 1.62, fitted on the "
                  "held-out train slice)", "Reliability diagram", "Grad-CAM: where the model looks",
-                 "Mistakes with the highest loss, with Grad-CAM", "Data audit · audit", "Duplicates · train val",
-                 "Likely label errors (1 in label_issues.csv)", "Closest train / val pairs",
+                 "Mistakes with the highest loss, with Grad-CAM", "Data audit · audit",
+                 "train – train 12, train – val 3, val – val 1", "Across splits (leakage)", "tiny 2, near blank 1",
+                 "Likely label errors (1 in label_issues.csv)", "Closest train / val pairs", "n03000684/a.JPEG",
+                 "The audit of 13,394 images found 3 duplicate pairs across splits",
                  "Multiple seeds · exp2_seeds", "0.8123 ± 0.0061"):
         assert text in html, text
+    assert "/data/x/train" not in html  # paths shortened to class/file
     kinds = [r["kind"] for r in result["runs"]]
     assert kinds.index("audit") < kinds.index("zero_shot")  # data first, then experiments
     assert [r["run"] for r in result["comparison"] if r["experiment"] == "exp2"] == ["out/exp2_scratch"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -178,27 +179,56 @@ def _words(key: str) -> str:
     return key.replace("_", " ").replace("-", " ").strip().capitalize()
 
 
-def _scalar_rows(data: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for k, v in data.items():
-        label = f"{prefix}{_words(str(k))}" if not prefix else f"{prefix} · {str(k).replace('_', ' ')}"
-        if isinstance(v, dict) and depth < 1 and len(v) <= 12:
-            rows += _scalar_rows(v, label, depth + 1)
-        elif isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 120):
-            rows.append((label, fmt_number(v)))
-    return rows
+def _short_paths(df: pd.DataFrame) -> pd.DataFrame:
+    """File paths as `class/file.JPEG`: the dataset root repeated on every row says nothing."""
+    df = df.copy()
+    for c in df.columns:
+        if c == "path" or c.startswith("path_"):
+            df[c] = [f"{pp.parent.name}/{pp.name}" for pp in map(Path, df[c].astype(str))]
+    return df
+
+
+AUDIT_TABLES = (  # file, caption, columns shown (those present)
+    ("duplicates.csv", "Closest duplicate pairs",
+     ("split_a", "path_a", "split_b", "path_b", "methods", "phash_dist", "cosine", "same_label")),
+    ("label_issues.csv", "Likely label errors",
+     ("split", "path", "given_name", "suggested_name", "p_suggested", "score")),
+    ("odd_images.csv", "Odd images", ("split", "class", "path", "issue", "value", "detail")),
+)
 
 
 def load_audit(run: Run) -> None:
+    """`imagenette-lab audit`: leakage and duplicates, likely label errors, odd images, galleries."""
+    from imagenette_lab.audit.link import condense  # json only: no torch
+
     d = run.path
     summary = read_json(run, d / rr.SUMMARY_JSON)
     if isinstance(summary, dict):
-        run.info += [(k, v) for k, v in _scalar_rows(summary) if not k.lower().startswith(("root", "files"))]
-    for name, cap in (("duplicates.csv", "Closest duplicate pairs"), ("label_issues.csv", "Likely label errors"),
-                      ("odd_images.csv", "Odd images")):
+        a = condense(d, summary)
+        if is_number(a.get("images")):
+            run.info.append(("Images audited", fmt_number(a["images"])))
+        pairs = a.get("duplicate_pairs") or {}
+        if isinstance(pairs, dict) and pairs:
+            run.info.append(("Duplicate pairs", ", ".join(f"{k.replace('-', ' – ')} {fmt_number(v)}"
+                                                          for k, v in pairs.items())))
+        if a.get("cross_split_pairs") is not None:
+            run.info.append(("Across splits (leakage)", fmt_number(a["cross_split_pairs"])))
+        if a.get("label_issues") is not None:
+            run.info.append(("Likely label errors", fmt_number(a["label_issues"])))
+        elif a.get("label_check_skipped"):
+            run.info.append(("Likely label errors", f"not checked: {a['label_check_skipped']}"))
+        odd = a.get("odd_images") or {}
+        if isinstance(odd, dict):
+            run.info.append(("Odd images", ", ".join(f"{k.replace('_', ' ')} {fmt_number(v)}"
+                                                     for k, v in odd.items() if v) or "none"))
+        total = (summary.get("timings_s") or {}).get("total") if isinstance(summary.get("timings_s"), dict) else None
+        if is_number(total):
+            run.info.append(("Audit time", f"{total:,.0f} s, peak memory {fmt_number(summary.get('peak_rss_mb'))} MB"))
+    for name, cap, cols in AUDIT_TABLES:
         df = read_csv(run, d / name)
         if df is not None and len(df.columns):
-            run.tables.append(frame_table(df, f"{cap} ({len(df):,} in {name})", max_rows=12))
+            keep = [c for c in cols if c in df.columns] or list(df.columns)
+            run.tables.append(frame_table(_short_paths(df[keep]), f"{cap} ({len(df):,} in {name})", max_rows=10))
     run.pictures = folder_pictures(run, d, ("gallery_cross_split.png", "gallery_label_issues.png"))
     for p in run.pictures:
         p.wide = True

@@ -136,6 +136,11 @@ def _analysis(run: Run, rec: rr.RunRecord) -> list[str]:
         if rec.dataset.is_imagenette and full and s["total"] < full:
             text += f"; it is a sample of the {full:,} images of Imagenette's {split} split"
         out.append(text + ".")
+    audit = summary.get("audit") if isinstance(summary, dict) else None
+    if isinstance(audit, dict) and audit.get("cross_split_pairs") is not None:
+        out.append(f"Its audit ({audit.get('dir')}) found {audit['cross_split_pairs']} duplicate pairs across splits"
+                   + (f" and {audit['label_issues']} likely label errors" if audit.get("label_issues") is not None
+                      else "") + "; pass that folder to `report` to see its galleries.")
     if rec.dataset.is_imagenette:
         out.append("The class folders are the 10 Imagenette WordNet ids, so results on it are set beside "
                    "the study's.")
@@ -166,12 +171,32 @@ def _unfinished(run: Run) -> str:
     return text + ". Rerunning the same command resumes it from its last checkpoint."
 
 
+def _audit(run: Run) -> list[str]:
+    from imagenette_lab.audit.link import condense
+    from imagenette_lab.report.display import read_json
+
+    summary = read_json(run, run.path / rr.SUMMARY_JSON)
+    if not isinstance(summary, dict):
+        return []
+    a = condense(run.path, summary)
+    if a.get("cross_split_pairs") is None or not is_number(a.get("images")):
+        return []
+    text = f"The audit of {a['images']:,} images found {a['cross_split_pairs']:,} duplicate pairs across splits"
+    text += (" (the same or nearly the same photo in train and val: those val images are not unseen)"
+             if a["cross_split_pairs"] else " (no train/val leakage by its thresholds)")
+    if a.get("label_issues") is not None:
+        text += f" and {a['label_issues']:,} likely label errors to check by eye in the gallery below"
+    return [text + "."]
+
+
 def summarise(run: Run) -> list[str]:
     rec = run.record
     if rec is None:
         return [_unfinished(run)]
     if rec.kind == "analysis":
         return _analysis(run, rec)
+    if rec.kind == "audit":
+        return _audit(run)
     out = {"zero_shot": _zero_shot, "train": _train}.get(rec.kind, lambda r, c: [])(run, rec)
     if rec.kind in ("zero_shot", "train", "evaluate"):
         if run.comparable:
