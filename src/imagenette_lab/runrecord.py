@@ -308,11 +308,12 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= FORMAT_VERSION:
         raise UserError(f"{path} has run-record format version {version!r}; this imagenette-lab reads "
                         f"versions up to {FORMAT_VERSION}: upgrade imagenette-lab, or rerun that stage")
-    if version == 0:
+    if version == 0 or not isinstance(meta.get("dataset"), dict):
         meta = {**_legacy_fields(run_dir, meta), **meta}
     model = meta.get("model")
-    if isinstance(model, str):  # version 0 zero-shot runs recorded the model name only
-        model = model_info(model, meta.get("weights") is not None, meta.get("weights"), meta.get("weights_file"))
+    if isinstance(model, str):  # a name only: version-0 zero-shot runs, an audit's embedding model
+        pretrained = meta.get("weights") is not None if meta["kind"] == "zero_shot" else None
+        model = model_info(model, pretrained, meta.get("weights"), meta.get("weights_file"))
     role = meta.get("role") if meta.get("role") in ROLES else None
     settings = _fill(Settings, meta.get("settings"))
     if isinstance(meta.get("selection"), dict):  # the selection a trainer records beside the settings wins
@@ -346,7 +347,7 @@ def _legacy_fields(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
             return None
 
     kind = meta.get("kind")
-    if kind == "analysis":
+    if kind in ("analysis", "audit"):
         summary = load(SUMMARY_JSON)
         classes = list(summary.get("classes") or []) if isinstance(summary, dict) else []
         return {"dataset": dataset_info(meta.get("root"), classes)} if classes else {}

@@ -183,7 +183,7 @@ def test_calibration_gradcam_audit_and_seeds_sections(tmp_path: Path) -> None:
     html = Path(result["html"]).read_text()
     for text in ("expected calibration error 0.041 → 0.012 after temperature scaling (T = 1.62, fitted on the "
                  "held-out train slice)", "Reliability diagram", "Grad-CAM: where the model looks",
-                 "Mistakes with the highest loss, with Grad-CAM", "Data audit · audit",
+                 "Mistakes with the highest loss, with Grad-CAM", "Data audit · Imagenette",
                  "train – train 12, train – val 3, val – val 1", "Across splits (leakage)", "tiny 2, near blank 1",
                  "Likely label errors (1 in label_issues.csv)", "Closest train / val pairs", "n03000684/a.JPEG",
                  "The audit of 13,394 images found 3 duplicate pairs across splits",

@@ -37,6 +37,10 @@ HEADERS = {
     "train_acc": "Train accuracy", "train_n": "Train images", "val_loss": "Val loss", "val_acc": "Val accuracy",
     "val_f1": "Val macro F1", "val_n": "Val images", "seconds": "Seconds", "images_per_s": "Images/s",
     "path": "File", "reason": "Reason", "recall CI": "Recall 95 % CI",
+    "split_a": "Split", "path_a": "File", "split_b": "Split", "path_b": "File", "phash_dist": "pHash distance",
+    "cosine": "Cosine", "same_label": "Same label", "methods": "Found by", "given_name": "Given label",
+    "suggested_name": "Suggested label", "p_suggested": "p(suggested)", "score": "Label quality",
+    "issue": "Issue", "value": "Value", "detail": "Detail",
 }
 
 
@@ -97,6 +101,8 @@ def title(rec: RunRecord | None, kind: str | None, label: str, role: str | None 
         n = rec.dataset.n_classes
         what = "Imagenette" if rec.dataset.is_imagenette else (f"{n} classes" if n else "dataset")
         return f"Dataset · {what}"
+    if rec.kind == "audit" and rec.dataset.n_classes:
+        return f"Data audit · {'Imagenette' if rec.dataset.is_imagenette else f'{rec.dataset.n_classes} classes'}"
     if rec.kind in ("audit", "seeds") or (rec.kind not in ("zero_shot", "train", "evaluate")):
         return f"{KIND_LABELS.get(rec.kind, rec.kind.capitalize())} · {rec.name}"
     parts = [ROLE_LABELS[rec.role]] if rec.role in ROLE_LABELS else []

@@ -223,7 +223,9 @@ def load_audit(run: Run) -> None:
                                                      for k, v in odd.items() if v) or "none"))
         total = (summary.get("timings_s") or {}).get("total") if isinstance(summary.get("timings_s"), dict) else None
         if is_number(total):
-            run.info.append(("Audit time", f"{total:,.0f} s, peak memory {fmt_number(summary.get('peak_rss_mb'))} MB"))
+            rss = summary.get("peak_rss_mb")
+            rss = max((v for v in rss.values() if is_number(v)), default=None) if isinstance(rss, dict) else rss
+            run.info.append(("Audit time", f"{total:,.0f} s" + (f", peak memory {rss:,.0f} MB" if is_number(rss) else "")))
     for name, cap, cols in AUDIT_TABLES:
         df = read_csv(run, d / name)
         if df is not None and len(df.columns):
