@@ -130,15 +130,17 @@ def plot_history(history: pd.DataFrame | Iterable[Mapping], out_png: str | Path,
             ax.plot(series["epoch"], series[f"{split}_{metric}"], style, markersize=3, label=split)
             drawn = True
         if drawn:
-            ax.legend()
+            ax.legend(fontsize=11)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if df["epoch"].nunique() == 1:  # one point: no fractional ticks around it
             ax.set_xticks(df["epoch"].unique())
-        ax.set_ylabel(label.lower())
-        ax.set_title(label)
+        ax.set_ylabel(label.lower(), fontsize=12)
+        ax.xaxis.label.set_size(12)
+        ax.tick_params(labelsize=11)  # legible when the report shows the figure at ~750 px
+        ax.set_title(label, fontsize=13)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
