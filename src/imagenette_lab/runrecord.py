@@ -73,7 +73,8 @@ RELIABILITY_PNG = "reliability.png"
 GRADCAM_GRID = "gradcam_grid.png"
 TOP_LOSSES_CAM = "top_losses_cam.png"
 SUMMARY_JSON = "summary.json"  # analysis and audit
-SEEDS_SUMMARY = "seeds_summary.json"  # a multi-seed parent folder
+SEEDS_SUMMARY = "summary.json"  # a multi-seed folder `<name>_seeds/` (seeds.py): mean ± sd, per seed
+SEEDS_CURVES = "curves_seeds.png"
 
 KINDS = ("analysis", "zero_shot", "train", "evaluate", "audit", "seeds", "study")
 ROLES = ("exp1", "exp2", "exp3")

@@ -273,10 +273,23 @@ def make_audit(d: Path) -> Path:
     return d
 
 
-def make_seeds(d: Path) -> Path:
+def make_seeds(root: Path, base: str = "exp2_scratch", n: int = 3) -> Path:
+    """`train --seeds n` as seeds.py writes it: the seed runs as siblings (the first is `base` itself)
+    and `<base>_seeds/` with summary.json (kind "seeds"), curves_seeds.png and run.json."""
+    runs = [root / base] + [root / f"{base}_seed{s}" for s in range(1, n)]
+    for i, r in enumerate(runs):
+        if not (r / "run.json").is_file():
+            make_train(r, pretrained=False, acc=0.78 + 0.01 * i)
+    d = root / f"{base}_seeds"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "seeds_summary.json").write_text(json.dumps({
-        "summary": {"accuracy": {"mean": 0.8123, "sd": 0.0061, "n": 3}, "macro_f1": {"mean": 0.8101, "sd": 0.007, "n": 3}},
-        "per_seed": [{"seed": s, "accuracy": 0.81 + 0.003 * s, "macro_f1": 0.80 + 0.004 * s} for s in range(3)]}))
-    run_json(d, "seeds", "exp2_seeds", role="exp2", dataset=dataset())
+    per = [{"seed": i, "run_dir": str(r), "selected_epoch": 3, "accuracy": 0.78 + 0.01 * i,
+            "macro_f1": 0.775 + 0.01 * i} for i, r in enumerate(runs)]
+    (d / "summary.json").write_text(json.dumps({
+        "kind": "seeds", "name": base, "n_seeds": n,
+        "metrics": {"accuracy": {"mean": 0.79, "sd": 0.01, "min": 0.78, "max": 0.80, "n": n},
+                    "macro_f1": {"mean": 0.785, "sd": 0.01, "min": 0.775, "max": 0.795, "n": n}},
+        "per_seed": per, "runs": [str(r) for r in runs]}))
+    png(d / "curves_seeds.png", (900, 300), (40, 40, 40), "band")
+    run_json(d, "seeds", f"{base}_seeds", n_seeds=n, runs=[str(r) for r in runs],
+             metrics={"accuracy": 0.79, "macro_f1": 0.785})
     return d

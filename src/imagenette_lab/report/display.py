@@ -102,6 +102,7 @@ class Run:
     settings: list[str] = field(default_factory=list)  # the settings line under every result
     summary: list[str] = field(default_factory=list)  # "What this shows"
     comparable: bool = False  # Imagenette with a study role: set beside the study's numbers
+    seed_members: list[str] = field(default_factory=list)  # seeds: the sibling runs it summarises
 
     @property
     def complete(self) -> bool:

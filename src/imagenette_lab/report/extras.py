@@ -45,7 +45,9 @@ def _holm(pvalues: list[float]) -> list[float]:
     try:
         from imagenette_lab.stats import holm  # the project's implementation, when present
 
-        return [float(p) for p in holm(pvalues)]
+        adjusted = holm(pvalues)
+        adjusted = adjusted[0] if isinstance(adjusted, tuple) else adjusted  # (adjusted, reject)
+        return [float(p) for p in adjusted]
     except (ImportError, TypeError, ValueError):
         pass
     # Holm's step-down adjustment (a few lines; kept here until stats.holm is available).

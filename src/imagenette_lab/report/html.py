@@ -103,6 +103,9 @@ def markdown_path(out_html: Path) -> Path:
 def collect(run_dirs: list[str | Path]) -> tuple[list[Run], list[Any], dict | None]:
     found, missing, container_meta = discover(run_dirs)
     runs = [load_run(path, label, kind) for path, label, kind in found]
+    # The extra seeds of a multi-seed run are summarised in its seeds section, not shown one by one.
+    members = {m for r in runs for m in r.seed_members}
+    runs = [r for r in runs if str(r.path.resolve()) not in members]
     runs = [r for _, r in sorted(enumerate(runs), key=lambda t: _order(t[1], t[0]))]
     used: set[str] = set()
     for r in runs:

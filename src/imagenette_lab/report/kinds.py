@@ -238,23 +238,45 @@ def load_audit(run: Run) -> None:
 
 
 def load_seeds(run: Run) -> None:
-    """A multi-seed folder: mean ± sd per metric, and a per-seed table."""
+    """`train --seeds N`: mean ± sd per metric, a per-seed table and the banded learning curves. The
+    role, model and settings are those of the seed runs (read from the first one's run.json)."""
+    from imagenette_lab.report import describe as D
+
     d = run.path
     data = read_json(run, d / rr.SEEDS_SUMMARY)
     data = data if isinstance(data, dict) else (run.meta or {})
+    members = [Path(p) for p in data.get("runs") or [] if isinstance(p, str)]
+    first = None
+    if members and (members[0] / rr.RUN_JSON).is_file():
+        try:
+            first = rr.read_run(members[0])
+        except Exception:  # noqa: BLE001 - a damaged member: the summary still shows
+            first = None
+    if first is not None:
+        run.experiment = first.role
+        head = f"{D.ROLE_LABELS[first.role]} · " if first.role in D.ROLE_LABELS else ""
+        px = f", {first.settings.img_size} px" if first.settings.img_size else ""
+        run.title = f"{head}{len(members)} seeds · {D.method(first)} · {D.model_phrase(first)}{px}"
+        run.settings = [f"seeds {', '.join(str(r.get('seed')) for r in data.get('per_seed') or [])}"] + \
+            [i for i in D.settings_items(first) if not i.startswith(("wall time", "reported"))]
     stats = data.get("summary") if isinstance(data.get("summary"), dict) else data.get("metrics")
     if isinstance(stats, dict):
         rows = []
         for k, s in stats.items():
             if isinstance(s, dict) and is_number(s.get("mean")):
                 sd = f" ± {s['sd']:.4f}" if is_number(s.get("sd")) else ""
-                rows.append([_words(k), f"{s['mean']:.4f}{sd}", fmt_number(s.get("n", ""))])
+                span = (f"{s['min']:.4f} – {s['max']:.4f}" if is_number(s.get("min")) and is_number(s.get("max"))
+                        else "")
+                rows.append([_words(k), f"{s['mean']:.4f}{sd}", span, fmt_number(s.get("n", ""))])
         if rows:
-            run.tables.append(Table(["Metric", "Mean ± sd", "Seeds"], rows, [False, True, True],
-                                    "Across seeds"))
-    per = data.get("per_seed") or data.get("runs")
+            run.tables.append(Table(["Metric", "Mean ± sd", "Range", "Seeds"], rows, [False, True, True, True],
+                                    "Across seeds (sd with ddof = 1)"))
+    per = data.get("per_seed")
     if isinstance(per, list) and per and all(isinstance(r, dict) for r in per):
-        df = pd.DataFrame(per)
+        df = pd.DataFrame(per).drop(columns=["run_dir"], errors="ignore")
         keep = [c for c in df.columns if not isinstance(df[c].iloc[0], (dict, list))]
         run.tables.append(frame_table(df[keep], "Per seed", max_rows=50))
-    run.pictures = folder_pictures(run, d, ())
+    run.pictures = folder_pictures(run, d, (rr.SEEDS_CURVES,))
+    for p in run.pictures:
+        p.wide = True
+    run.seed_members = [str(m.resolve()) for m in members[1:]]
