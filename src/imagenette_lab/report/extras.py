@@ -91,6 +91,9 @@ def paired_tests(entries: list[tuple[str, Run, Path]]) -> tuple[list[dict[str, A
             cats = pd.Categorical(pd.concat([a["true"], a["predicted"], b["predicted"]]).astype(str))
             codes = cats.codes.reshape(3, -1)  # the same integer code for the same class name
             res = paired_comparison(codes[0], codes[1], codes[2], names=("a", "b"))
+            if res.get("mcnemar_exact_p") is None:  # e.g. one class: stats.paired_table skips the test
+                notes.append(f"{la} vs {lb}: not tested ({res.get('skipped') or 'no paired test possible'})")
+                continue
             tests.append({"a": la, "b": lb, "n": res["n"], "a_only": res["a_only_correct"],
                           "b_only": res["b_only_correct"], "p": res["mcnemar_exact_p"]})
     for t, adj in zip(tests, _holm([t["p"] for t in tests])):
