@@ -34,6 +34,8 @@ def add_eval_extras(run: Run, v: Variant, folder: Path) -> None:
             text += f" → {cal['mce_after']:.3f}"
     if is_number(cal.get("nll_before")) and is_number(cal.get("nll_after")):
         text += f"; NLL {cal['nll_before']:.3f} → {cal['nll_after']:.3f}"
+    if cal.get("note") and not is_number(cal.get("ece_after")):
+        text += f" ({cal['note']})"
     v.notes.append(text + ".")
     v.metrics.setdefault("_calibration", cal)
 
