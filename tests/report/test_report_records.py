@@ -126,7 +126,7 @@ def test_cis_shown_in_tables_headlines_and_markdown(tmp_path: Path) -> None:
     html = Path(result["html"]).read_text()
     md = Path(result["markdown"]).read_text()
     assert '0.950<span class="ci">[0.930, 0.970]</span>' in html  # comparison table
-    assert "0.9500 [0.9300, 0.9700]" in html  # headline card
+    assert "0.950 [0.930, 0.970]</div>" in html  # headline card
     assert "Recall 95 % CI" in html  # per-class table
     assert "| 0.950 [0.930, 0.970] | 0.910 | +0.040 |" in md
     assert "gets 0.930 [0.910, 0.950] of the 1,000 images right" in html  # "What this shows"

@@ -178,7 +178,7 @@ def load_variant(run: Run, folder: Path, key: str, fallback: dict | None = None,
         val = v.metrics.get(k)
         if not is_number(val):
             continue
-        text = fmt_number(int(val)) if k in COUNT_KEYS else D.fmt_ci(val, D.metric_ci(v.metrics, k), 4)
+        text = fmt_number(int(val)) if k in COUNT_KEYS else D.fmt_ci(val, D.metric_ci(v.metrics, k), 3)
         v.headline.append((label, text))
     df = read_csv(run, folder / rr.CLASSIFICATION_REPORT)
     if df is not None and len(df.columns):
