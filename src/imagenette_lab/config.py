@@ -83,6 +83,7 @@ class TrainConfig:
     eval_every: int = 1
     monitor: str = "val_acc"  # picks the `best` checkpoint
     log_every: int = 20  # batches between progress-bar metric refreshes
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from imagenette_lab.data.dataset import SplitIndex, collate_skip
+from imagenette_lab.engine.distributed import is_main
 from imagenette_lab.errors import UserError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -155,9 +156,9 @@ def run_inference(
     indices: list[Tensor] = []
     start = time.perf_counter()
     try:
-        # disable=None: the bar shows on a terminal and stays out of redirected logs.
+        # disable=None: the bar shows on a terminal and stays out of redirected logs (rank 0's only).
         with torch.inference_mode(), tqdm(
-            total=_expected_items(loader), desc=desc, unit="img", disable=None, leave=False
+            total=_expected_items(loader), desc=desc, unit="img", disable=None if is_main() else True, leave=False
         ) as bar:
             for batch in loader:
                 if batch is None:  # every image of this batch was undecodable
