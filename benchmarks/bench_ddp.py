@@ -58,10 +58,11 @@ def main() -> None:
     recipe, sets, batch = RECIPES[args.recipe]
     root = Path(args.root) if args.root else REAL
     if args.quick:
-        from tests.helpers import make_dataset
+        from imagenette_lab.data.synthetic import make_synthetic_dataset
 
         recipe, sets, batch = "exp2_scratch_cpu", QUICK, 8
-        root = make_dataset(out / "data", {"train": 16, "val": 5}, bad_files=False)
+        root = out / "data"
+        make_synthetic_dataset(root, {"train": 16, "val": 5}, size=32)
     elif not root.exists():
         sys.exit(f"{root} not found: pass --root or use --quick")
     if batch % args.nproc:
