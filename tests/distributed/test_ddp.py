@@ -69,12 +69,11 @@ def test_two_processes_train_like_one(ddp_run, data: Path, tmp_path: Path) -> No
                       extra={"name": "one", "out_dir": str(tmp_path), "data": {"root": str(data)}})
     assert train(cfg)["status"] == "complete"
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
-    moved = 0.0
+    assert hist["train_loss"].iloc[1] < hist["train_loss"].iloc[0]  # it trained: equality is not trivial
     for k, v in one["model"].items():
         if v.is_floating_point():
             # DDP averages two 4-sample means instead of one 8-sample mean: rounding-level differences.
             torch.testing.assert_close(ck["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
-            moved += float((v - ck["model"][k]).abs().max())
     assert torch.equal(torch.tensor(list(hist["train_loss"])).round(decimals=4),
                        torch.tensor(list(pd.read_csv(tmp_path / "one" / "history.csv")["train_loss"])).round(decimals=4))
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator, Sized
@@ -356,7 +357,7 @@ def _lost_peer(e: BaseException) -> str | None:
     low = text.lower()
     keys = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo", "nccl")
     if isinstance(e, getattr(torch.distributed, "DistError", ())) or any(k in low for k in keys):
-        first = (text.strip().splitlines() or [type(e).__name__])[0][:160]
+        first = re.sub(r"^\[[^\]]*\]\s*", "", (text.strip().splitlines() or [type(e).__name__])[0])[:160]
         return (f"rank {rank()} lost contact with the other processes ({first}); another rank probably "
                 f"died or hung -- see its output (timeout {timeout_s():.0f}s, set {TIMEOUT_ENV} to change)")
     return None
