@@ -87,14 +87,21 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run, tmp_path: Path, capsys) 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["world_size"] == 1
 
 
-def test_stop_on_one_rank_mismatched_configs_and_resume(data: Path, tmp_path: Path) -> None:
+def test_stop_on_one_rank_mismatched_configs_and_resumes(data: Path, tmp_path: Path) -> None:
+    single = load_config("exp2_scratch_cpu", SAME + ["data.batch_size=4"],
+                         extra={"name": "single", "out_dir": str(tmp_path), "data": {"root": str(data)}})
+
+    def stop_after_epoch_1(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    assert train(single, hooks={"on_epoch_end": stop_after_epoch_1})["status"] == "interrupted"
     proc = torchrun(str(HERE / "worker.py"), "scenarios", str(data), str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for s in seen:  # both ranks refuse the mismatch, both stop on rank 1's SIGTERM
         assert "ranks 1 were started with a config different from rank 0's" in s["mismatch"]
         assert s["stop"] == {"status": "interrupted", "exit_code": 143}
-        assert s["ref"] == s["resume"] == "complete"
+        assert s["ref"] == s["resume"] == s["single"] == "complete"
     ck = load_checkpoint(tmp_path / "interrupted.pt")
     # The interrupted checkpoint: the same step on both ranks, each rank's own sums and RNG.
     assert ck["interrupted"] and ck["step"] == 2 and ck["epoch"] == 0
@@ -106,6 +113,9 @@ def test_stop_on_one_rank_mismatched_configs_and_resume(data: Path, tmp_path: Pa
     drop = ["seconds", "images_per_s"]
     pd.testing.assert_frame_equal(pd.DataFrame(a["history"]).drop(columns=drop),
                                   pd.DataFrame(b["history"]).drop(columns=drop), check_exact=True)
+    one_then_two = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    assert one_then_two["world_size"] == 2 and [r["epoch"] for r in one_then_two["history"]] == [1, 2]
+    assert one_then_two["history"][-1]["val_n"] == N_VAL
 
 
 def test_killed_rank_stops_the_others(data: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 worker.py MODE DATA OUT
 
 scenarios: configs differing across ranks; a SIGTERM on rank 1 only (all ranks must stop at the
-same step, rank 0 saves) and its resume under DDP, against an uninterrupted DDP run.
+same step, rank 0 saves) and its resume under DDP, against an uninterrupted DDP run; OUT/single
+(a one-process run stopped after epoch 1 of 2, made by the test) finished under DDP.
 sigkill: rank 1 SIGKILLs itself mid-epoch (torchrun must stop rank 0 too).
 Each rank writes what it saw to OUT/rank<r>.json.
 """
@@ -60,6 +61,8 @@ def main() -> None:
         if rank == 0:  # kept for the test: resuming replaces it
             shutil.copy(run / "checkpoints" / "last.pt", Path(out) / "interrupted.pt")
         seen["resume"] = train(resume_config(run), resume=run)["status"]
+        single = Path(out) / "single"  # stopped after epoch 1 of 2 in one process: finish it under DDP
+        seen["single"] = train(resume_config(single), resume=single)["status"]
     elif mode == "sigkill":
         train(cfg(data, out, "killed"), hooks=kill_at(signal.SIGKILL, 2))
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
