@@ -221,13 +221,15 @@ def val_sample(dataset: dict[str, Any], split: str | None, n_val: int | None,
 
 
 def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], epochs_run: int,
-                   best: dict[str, Any] | None) -> dict[str, Any]:
-    """run.json fields of a training run: role, stage, model, settings, dataset."""
+                   best: dict[str, Any] | None, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """run.json fields of a training run: role, stage, model, settings, dataset.
+
+    `selection`: how the reported checkpoint was chosen ({rule, split, epoch, metric, ...}); without
+    it, the best epoch on the evaluated split (`best`) is recorded as such."""
     m, d, t = cfg.model, cfg.data, cfg.train
     dataset = dataset_info(d.root, classes)
-    selection = None
-    if best and best.get("epoch") is not None:
-        # Today the `best` checkpoint is picked on the split that is also reported.
+    if selection is None and best and best.get("epoch") is not None:
+        # Without a selection record the `best` checkpoint was picked on the reported split.
         selection = {"rule": "best_on_eval_split", "split": d.val_split, "epoch": best["epoch"],
                      "metric": best.get("metric")}
     settings = {
