@@ -4,7 +4,8 @@ baseline  the tutorial pipeline: torchvision.datasets.ImageFolder + PIL RandomRe
           sample, DataLoader(num_workers=2), fp32, NCHW, eager, torch.optim.AdamW (default impl.)
 ours      imagenette-lab's path: uint8 tensor cache (data.cache) with batched crop/flip, workers=0,
           channels_last, autocast per `amp_dtype` (bf16 on CPUs with AMX/AVX512-BF16), fused AdamW,
-          the engine's own train_epoch loop; `ours_compile` adds torch.compile (train.compile)
+          the engine's own train_epoch loop; `ours_compile` adds torch.compile (train.compile);
+          ablations: `ours_fp32` (no autocast), `ours_folder` (PIL decoding, 2 workers, no cache)
 
 Both train the same initial weights on the same images in the same order with the same optimizer
 settings and LR schedule for the same number of steps; each variant runs in its own process (so
@@ -99,25 +100,32 @@ def run_variant(args: argparse.Namespace) -> dict:
             stamps.append(time.perf_counter())
         info["setup_s"] = round(stamps[0] - t_setup, 2)
     else:
+        # Ablations: ours_fp32 = no autocast, ours_folder = PIL decoding with 2 workers instead of the cache.
+        amp = "off" if variant == "ours_fp32" else args.amp
         dc = default_data_cfg(size)
-        cache_size = cache_size_for(size)
-        t0 = time.perf_counter()
-        ds = make_dataset(index, train_transform(dc, "baseline", 0.08), source="cache", size=cache_size,
-                          seed=args.seed, workers=2)
-        val_cache = make_dataset(index_split(root, "val", classes=classes), None, source="cache", size=cache_size)
-        info["cache_ready_s"] = round(time.perf_counter() - t0, 2)
-        info["cache_bytes"] = ds.cache.nbytes_on_disk() + val_cache.cache.nbytes_on_disk()
-        info["cache_images"] = ds.cache.manifest["n"] + val_cache.cache.manifest["n"]
-        ds.set_epoch(1)
-        loader = make_loader(ds, bs, args.workers, sampler=order, drop_last=True, seed=args.seed)
+        tf = train_transform(dc, "baseline", 0.08)  # the baseline's RandomResizedCrop scale
+        if variant == "ours_folder":
+            ds, workers = make_dataset(index, tf), 2
+        else:
+            cache_size = cache_size_for(size)
+            t0 = time.perf_counter()
+            ds = make_dataset(index, tf, source="cache", size=cache_size, seed=args.seed, workers=2)
+            val_cache = make_dataset(index_split(root, "val", classes=classes), None, source="cache",
+                                     size=cache_size)
+            info["cache_ready_s"] = round(time.perf_counter() - t0, 2)
+            info["cache_bytes"] = ds.cache.nbytes_on_disk() + val_cache.cache.nbytes_on_disk()
+            info["cache_images"] = ds.cache.manifest["n"] + val_cache.cache.manifest["n"]
+            ds.set_epoch(1)
+            workers = args.workers
+        loader = make_loader(ds, bs, workers, sampler=order, drop_last=True, seed=args.seed)
         model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, ocfg, ocfg.lr)
         sched = build_scheduler(opt, ocfg, ocfg.lr, 1, total_steps)
         dev = torch.device("cpu")
         ctx = StepContext(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), dev,
-                          compiled_forward(model, variant == "ours_compile"), amp=args.amp, channels_last=True,
+                          compiled_forward(model, variant == "ours_compile"), amp=amp, channels_last=True,
                           label_smoothing=0.1, on_step_end=lambda _: stamps.append(time.perf_counter()))
-        info["amp_dtype"] = str(amp_dtype(dev, args.amp))
+        info["amp_dtype"] = str(amp_dtype(dev, amp))
         info["optimizer"] = {k: opt.defaults.get(k) for k in ("fused", "foreach")}
         stamps.append(time.perf_counter())
         with StopRequest() as stop:
@@ -135,7 +143,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     res = run_inference(model, vloader, device="cpu", amp="off", channels_last=False, desc="val")
     info["val_accuracy"] = float((res.outputs.argmax(1) == res.labels).float().mean())
     info["val_n"] = res.n
-    info["peak_rss_mib"] = peak_rss_mib()
+    info["peak_rss_mib"] = peak_rss_mib()  # this process, during training and eval
+    info["peak_rss_children_mib"] = peak_rss_mib(children=True)  # the largest loader worker
     return info
 
 
@@ -143,7 +152,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
     p.add_argument("--variants", nargs="+", default=["baseline", "ours"],
-                   choices=["baseline", "ours", "ours_compile"])
+                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_folder"],
+                   help="ours_fp32 / ours_folder: ours without autocast / without the tensor cache (ablations)")
     p.add_argument("--steps", type=int, default=300, help="timed optimizer steps per variant")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (also trained)")
     p.add_argument("--repeats", type=int, default=5, help="chunks of the timed steps; the median is reported")
@@ -186,7 +196,8 @@ def main() -> None:
         results[v]["wall_s"] = round(time.perf_counter() - t0, 1)
         r = results[v]
         print(f"{v:13s} {r['img_per_s']:8.1f} img/s (repeats {r['img_per_s_repeats']})  val acc "
-              f"{r['val_accuracy']:.4f} on {r['val_n']}  peak RSS {r['peak_rss_mib']:.0f} MiB"
+              f"{r['val_accuracy']:.4f} on {r['val_n']}  peak RSS {r['peak_rss_mib']:.0f} MiB "
+              f"(+ workers {r['peak_rss_children_mib']:.0f})"
               + (f"  cache {r['cache_bytes'] / 2**20:.0f} MiB ({r['cache_images']} images, ready in "
                  f"{r['cache_ready_s']}s)" if "cache_bytes" in r else ""), flush=True)
     base = results.get("baseline")

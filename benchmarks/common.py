@@ -25,11 +25,10 @@ def cpu_info() -> dict:
             "platform": platform.platform()}
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process (and, separately counted, its largest finished child)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return round(max(own, 0.0) + max(kids, 0.0), 1)
+def peak_rss_mib(children: bool = False) -> float:
+    """Peak resident memory (MiB) of this process, or of its largest finished child process."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 def write_result(out: str | Path, name: str, data: dict) -> Path:

@@ -43,4 +43,5 @@ def source_from_config(data: Any, seed: int = 0, interpolation: str = "bilinear"
 
     size = data.cache_size or cache_size_for(data.img_size, data.eval_crop_pct)
     return {"source": "cache", "size": size, "interpolation": interpolation, "seed": seed,
-            "workers": data.workers}
+            # decoding the cache is parallel even when training reads it in-process (workers=0)
+            "workers": max(data.workers, 2)}

@@ -179,7 +179,9 @@ def build(index: SplitIndex, size: int, *, interpolation: str = "bilinear", fold
             _fallocate(f.fileno(), offset + int(np.prod(shape)))
             row_bytes = size * size * 3
             loader = DataLoader(_Decode([Path(index.samples[i].path) for i in todo], size, interpolation),
-                                batch_size=32, num_workers=workers, collate_fn=_as_list)
+                                # small builds (tests, subsets) decode in-process: no worker start-up
+                                batch_size=32, num_workers=workers if len(todo) >= 512 else 0,
+                                collate_fn=_as_list)
             done = 0
             for batch in loader:
                 for j, arr, reason in batch:
