@@ -45,3 +45,15 @@ def source_from_config(data: Any, seed: int = 0, interpolation: str = "bilinear"
     return {"source": "cache", "size": size, "interpolation": interpolation, "seed": seed,
             # decoding the cache is parallel even when training reads it in-process (workers=0)
             "workers": max(data.workers, 2)}
+
+
+def prepare(indices: list[SplitIndex], source: str = "folder", **kw: Any) -> None:
+    """Build what `source` needs up front (the tensor caches), so that under DDP rank 0 builds
+    them once before the other ranks read them (call on rank 0, then barrier)."""
+    if source != "cache":
+        return
+    from imagenette_lab.data.tensor_cache import load_or_build
+
+    for index in indices:
+        load_or_build(index, kw["size"], interpolation=kw.get("interpolation", "bilinear"),
+                      workers=kw.get("workers", 2))

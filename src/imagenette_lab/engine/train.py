@@ -28,6 +28,7 @@ from imagenette_lab.config import RunConfig, save_config
 from imagenette_lab.data.classes import display_name
 from imagenette_lab.data.dataset import index_split
 from imagenette_lab.data.sources import make_dataset, source_from_config
+from imagenette_lab.data.sources import prepare as prepare_source
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
@@ -86,6 +87,9 @@ class Trainer:
             self.data_cfg = dict(data_config(self.model, m.name, m.weights or ("DEFAULT" if m.pretrained else None)))
             self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
         self.source = source_from_config(d, cfg.seed, self.data_cfg.get("interpolation", "bilinear"))
+        if dist.is_main():  # tensor caches (data.cache) are built once, by rank 0, before training
+            prepare_source([self.train_index, self.val_index], **self.source)
+        dist.barrier()
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
         self.ckpt = ckpt
