@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imagenette_lab.data.dataset import BadImageError, SplitIndex, load_rgb
 from imagenette_lab.data.index_store import cache_dir
+from imagenette_lab.data.seeding import sample_seed  # the same per-sample seeds as the folder source
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_json
 
@@ -263,12 +264,6 @@ def load_or_build(index: SplitIndex, size: int, *, interpolation: str = "bilinea
     log.info("tensor cache %s: %d images, %.1f MiB, %d skipped, %.1fs", cache.data_path, cache.manifest["n"],
              cache.nbytes_on_disk() / 2**20, cache.manifest["n_skipped"], cache.manifest["build_seconds"])
     return cache
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample: depends only on (seed, epoch, dataset index), so a resumed
-    run (any worker count, any batch position) draws the same crops as an uninterrupted one."""
-    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63
 
 
 class CropFlip:
