@@ -61,9 +61,10 @@ def run_variant(args: argparse.Namespace) -> dict:
     from imagenette_lab.data.tensor_cache import cache_size_for
     from imagenette_lab.data.transforms import default_data_cfg, eval_transform, train_transform
     from imagenette_lab.engine.evaluate import amp_dtype, make_loader, run_inference
-    from imagenette_lab.engine.fast import compiled_forward
+    from imagenette_lab.engine.fast import compiled
     from imagenette_lab.engine.loop import EpochState, StepContext, StopRequest, train_epoch
     from imagenette_lab.engine.optim import build_optimizer, build_scheduler
+    from imagenette_lab.engine.task import TrainTask
     from imagenette_lab.models.factory import create_classifier
     from imagenette_lab.utils import seed_everything
 
@@ -122,8 +123,9 @@ def run_variant(args: argparse.Namespace) -> dict:
         opt = build_optimizer(model, ocfg, ocfg.lr)
         sched = build_scheduler(opt, ocfg, ocfg.lr, 1, total_steps)
         dev = torch.device("cpu")
+        task = TrainTask(compiled(model, variant == "ours_compile"), amp=amp, device=dev, label_smoothing=0.1)
         ctx = StepContext(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), dev,
-                          compiled_forward(model, variant == "ours_compile"), amp=amp, channels_last=True,
+                          task, amp=amp, channels_last=True,
                           label_smoothing=0.1, on_step_end=lambda _: stamps.append(time.perf_counter()))
         info["amp_dtype"] = str(amp_dtype(dev, amp))
         info["optimizer"] = {k: opt.defaults.get(k) for k in ("fused", "foreach")}

@@ -90,6 +90,7 @@ class TrainConfig:
     # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
     checkpoints_keep: str = "last,best"
     compile: bool = False  # torch.compile the training forward (benchmarks/bench_train.py: measure first)
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass

@@ -1,13 +1,12 @@
 """Training-step speed options that do not change what is learned: progressive resizing's size
-schedule and an optional torch.compile'd forward (see benchmarks/bench_train.py for measurements)."""
+schedule and an optional torch.compile'd model (see benchmarks/bench_train.py for measurements)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +26,14 @@ def progressive_size(img_size: int, min_size: int, frac: float, epoch: int, epoc
     return max(min_size, min(img_size, int(size) // step * step))
 
 
-def compiled_forward(model: nn.Module, enabled: bool) -> Callable[[nn.Module, Tensor], Tensor]:
-    """`forward(m, x)` for StepContext: eager `m(x)`, or a torch.compile'd copy of the module's call.
+def compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """`model`, or a torch.compile'd wrapper of it (train.compile) for engine/task.py's TrainTask.
 
-    The compiled wrapper shares parameters with `model`, so checkpoints (model.state_dict()) keep
-    their plain keys. Compilation happens on the first batch (minutes on a small CPU) and again per
-    new input size (progressive resizing): worth it only for long runs; off by default.
+    The wrapper shares parameters with `model`, so checkpoints (model.state_dict()) keep their plain
+    keys. Compilation happens on the first batch (minutes on a small CPU) and again per new input
+    size (progressive resizing): worth it only for long runs; off by default.
     """
     if not enabled:
-        return lambda m, x: m(x)
-    compiled: Any = torch.compile(model)
+        return model
     log.info("train.compile: the first batch (and each new image size) compiles the model")
-    return lambda m, x: compiled(x)
+    return torch.compile(model)
