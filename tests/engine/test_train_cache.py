@@ -55,3 +55,18 @@ def test_cached_progressive_run_resumes_exactly(data: Path, tmp_path: Path) -> N
     done = train(resume_config(tmp_path / "run"), resume=tmp_path / "run")
     assert done["status"] == "complete"
     assert_same_training(tmp_path / "ref", tmp_path / "run")
+
+
+def test_two_processes_train_from_one_cache(tmp_path: Path) -> None:
+    """Under torchrun rank 0 builds the cache, the others wait, then both read their shards of it."""
+    from tests.distributed.test_ddp import SAME, torchrun
+
+    data = make_dataset(tmp_path / "tiny", {"train": 8, "val": 5}, bad_files=False)
+    sets = [a for s in SAME + ["data.batch_size=4", "data.cache=true"] for a in ("--set", s)]
+    proc = torchrun("-m", "imagenette_lab", "train", "--config", "exp2_scratch_cpu", "--root", str(data),
+                    "--out", str(tmp_path / "runs"), "--name", "ddp", *sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hist = [json.loads(r) for r in (tmp_path / "runs" / "ddp" / "history.jsonl").read_text().splitlines()]
+    assert [h["train_n"] for h in hist] == [24, 24] and [h["val_n"] for h in hist] == [15, 15]
+    assert proc.stderr.count("building the tensor cache") == 2  # train + val, once each (rank 0)
+    assert len(list((data / ".imagenette_lab").glob("tensors-*.u8.npy"))) == 2
