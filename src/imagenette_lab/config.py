@@ -44,6 +44,10 @@ class DataConfig:
     workers: int = 2
     limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
     val_limit_per_class: int = 0
+    cache: bool = False  # decode once into a uint8 tensor cache (imagenette-lab cache) and train from it
+    cache_size: int = 0  # stored side of the cache; 0 = img_size / eval_crop_pct (eval from it is exact)
+    progressive_min_size: int = 0  # >0: fastai-style progressive resizing, train crops grow from this size ...
+    progressive_frac: float = 0.5  # ... to img_size over this fraction of the main stage's epochs
 
 
 @dataclass
@@ -85,6 +89,7 @@ class TrainConfig:
     log_every: int = 20  # batches between progress-bar metric refreshes
     # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
     checkpoints_keep: str = "last,best"
+    compile: bool = False  # torch.compile the training forward (benchmarks/bench_train.py: measure first)
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 

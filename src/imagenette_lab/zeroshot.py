@@ -23,7 +23,8 @@ import torch
 
 from imagenette_lab import metrics as M
 from imagenette_lab.data.classes import display_name, imagenet_indices, imagenet_labels, load_class_map
-from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.dataset import index_split
+from imagenette_lab.data.sources import make_dataset
 from imagenette_lab.data.transforms import eval_transform
 from imagenette_lab.engine.evaluate import make_loader, resolve_device, run_inference
 from imagenette_lab.errors import UserError
@@ -126,7 +127,7 @@ def run_zero_shot(
     dcfg = data_config(net, model, weights)
     size = int(dcfg["input_size"][-1])
     # JPEG draft decoding only shrinks by powers of two while staying >= the requested size: lossless here.
-    dataset = ImageFolder(index, eval_transform(dcfg), draft=int(size / float(dcfg.get("crop_pct", 0.875))))
+    dataset = make_dataset(index, eval_transform(dcfg), draft=int(size / float(dcfg.get("crop_pct", 0.875))))
     loader = make_loader(dataset, batch_size, workers)
     res = run_inference(net, loader, device=dev, amp=amp, channels_last=channels_last, desc="zero-shot")
     if res.n == 0:

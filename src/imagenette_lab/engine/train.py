@@ -30,8 +30,10 @@ import torch
 
 from imagenette_lab.config import RunConfig, save_config
 from imagenette_lab.data.classes import display_name
-from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.dataset import index_split
 from imagenette_lab.data.seeding import PerSampleSeed
+from imagenette_lab.data.sources import make_dataset, source_from_config
+from imagenette_lab.data.sources import prepare as prepare_source
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
@@ -39,6 +41,7 @@ from imagenette_lab.engine.checkpoint import (
     BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
     load_checkpoint, load_model_state, parse_keep, restore_rng, save_retained,
 )
+from imagenette_lab.engine.fast import compiled, progressive_size
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
 )
@@ -96,6 +99,10 @@ class Trainer:
         else:
             self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
             self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
+        self.source = source_from_config(d, cfg.seed, self.data_cfg.get("interpolation", "bilinear"))
+        if dist.is_main():  # tensor caches (data.cache) are built once, by rank 0, before training
+            prepare_source([self.train_index, self.val_index], **self.source)
+        dist.barrier()
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
         self.ckpt = ckpt
@@ -178,7 +185,7 @@ class Trainer:
                 self.run_dir / "features", split, {**meta, "split": feat.split_fingerprint(index)}, aug,
                 self.model, index, tfs, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
                 device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
-                desc=f"features {split}")
+                desc=f"features {split}", source=self.source)
             self.features_seconds += f.seconds
             for p in skipped_paths(index, f):
                 self.skipped.setdefault(p, "could not be decoded")
@@ -209,15 +216,19 @@ class Trainer:
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
-            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes.
-            dataset = PerSampleSeed(ImageFolder(self.train_index, tf), cfg.seed)
+            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes
+            # (the cache source seeds its batched crops itself).
+            dataset = make_dataset(self.train_index, tf, **self.source)
+            if self.source["source"] == "folder":
+                dataset = PerSampleSeed(dataset, cfg.seed)
             amp, channels_last = cfg.train.amp, cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
             if channels_last:
                 model.to(memory_format=torch.channels_last)
         # One module for DDP in both stages (the cached stage included): see engine/task.py.
-        task = dist.wrap(TrainTask(model, cached=stage.cached, amp=amp, device=device,
+        net = compiled(model, cfg.train.compile and not stage.cached)  # shares model's parameters
+        task = dist.wrap(TrainTask(net, cached=stage.cached, amp=amp, device=device,
                                    label_smoothing=cfg.optim.label_smoothing), device)
         sampler = dist.make_sampler(dataset, shuffle=True, seed=cfg.seed)
         loader = make_loader(dataset, cfg.data.batch_size, workers, sampler=sampler, seed=cfg.seed)
@@ -271,6 +282,7 @@ class Trainer:
         state = partial or EpochState()
         sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
         dataset.set_epoch(epoch)
+        self._resize_for_epoch(stage, dataset, epoch)
         if rng is not None:
             restore_rng(rng)
         self.current = (stage, ctx)
@@ -303,13 +315,25 @@ class Trainer:
             self.hooks["on_epoch_end"](row)
         self.stop.check()
 
+    def _resize_for_epoch(self, stage: Stage, dataset: Any, epoch: int) -> None:
+        """Progressive resizing (data.progressive_min_size): this epoch's train crop size."""
+        d = self.cfg.data
+        if stage.cached or not d.progressive_min_size or stage.name != "main":
+            return
+        size = progressive_size(d.img_size, d.progressive_min_size, d.progressive_frac, epoch - stage.first + 1,
+                                stage.epochs)
+        inner = getattr(dataset, "dataset", dataset)  # PerSampleSeed wraps the folder source
+        inner.transform = train_transform({**self.data_cfg, "input_size": (3, size, size)}, d.augment,
+                                          d.min_scale, d.random_erasing)
+        log.info("epoch %d: training at %d px (progressive resizing)", epoch, size)
+
     def validate(self, stage: Stage) -> dict[str, Any]:
         if stage.cached:
             _, val = self.features()
             # Each rank scores its own rows; val_metrics sums the confusion matrices over ranks.
             logits, labels = head_logits(self.model, dist.shard(val.x).float()), dist.shard(val.labels)
         else:
-            ds = ImageFolder(self.val_index, eval_transform(self.data_cfg))
+            ds = make_dataset(self.val_index, eval_transform(self.data_cfg), **self.source)
             sampler = dist.ShardSampler(len(ds))  # no padding: every val image counted exactly once
             loader = make_loader(ds, self.cfg.data.batch_size, self.cfg.data.workers, sampler=sampler)
             res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
@@ -347,7 +371,7 @@ class Trainer:
         cdir = checkpoint_dir(self.run_dir)
         path = cdir / BEST if (cdir / BEST).is_file() else cdir / LAST
         load_model_state(self.model, load_checkpoint(path)["model"], str(path))
-        loader = make_loader(ImageFolder(self.val_index, eval_transform(self.data_cfg)),
+        loader = make_loader(make_dataset(self.val_index, eval_transform(self.data_cfg), **self.source),
                              self.cfg.data.batch_size, self.cfg.data.workers)
         res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
                             channels_last=self.cfg.model.channels_last, desc="eval best")
