@@ -25,6 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.scheduler": ("onecycle", "cosine", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.monitor": ("val_acc", "val_f1", "val_loss"),
+    "train.select": ("auto", "holdout", "last", "eval_split"),
 }
 
 
@@ -44,6 +45,7 @@ class DataConfig:
     workers: int = 2
     limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
     val_limit_per_class: int = 0
+    holdout_frac: float = 0.05  # stratified, seeded slice of train that selects the checkpoint (0 = none)
 
 
 @dataclass
@@ -81,7 +83,9 @@ class TrainConfig:
     finetune_epochs: int = 0  # > 0: unfreeze the base for a second, low-LR stage (disables the cache)
     finetune_lr: float = 1e-4
     eval_every: int = 1
-    monitor: str = "val_acc"  # picks the `best` checkpoint
+    monitor: str = "val_acc"  # the metric that picks the `best` checkpoint, computed on the selection split
+    # auto = best epoch on the holdout (last epoch without one); eval_split selects on val: explicit only
+    select: str = "auto"
     log_every: int = 20  # batches between progress-bar metric refreshes
 
 
