@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -23,7 +24,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from imagenette_lab.data.dataset import ImageFolder
 from imagenette_lab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 FILE = "predictions.npz"
 FORMAT = "imagenette-lab/predictions/1"
@@ -239,16 +243,18 @@ def infer(
     desc: str = "eval",
     name: str = "",
     meta: dict[str, Any] | None = None,
+    skip_errors: bool = False,
 ) -> Predictions:
     """Score every image of `index` (a SplitIndex) with `model` on the fast path; sorted by index.
 
-    Items that fail to decode are missing from the result and listed in meta["skipped"].
+    Items that fail to decode (or, with `skip_errors`, to preprocess) are missing from the result
+    and listed in meta["skipped"].
     """
-    from imagenette_lab.data.dataset import ImageFolder
     from imagenette_lab.engine.evaluate import make_loader, run_inference
     from imagenette_lab.engine.features import weights_fingerprint
 
-    loader = make_loader(ImageFolder(index, transform, draft=draft), batch_size, _workers(workers, len(index), batch_size))
+    folder = (TolerantFolder if skip_errors else ImageFolder)(index, transform, draft=draft)
+    loader = make_loader(folder, batch_size, _workers(workers, len(index), batch_size))
     res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last, desc=desc)
     order = np.argsort(res.indices.numpy(), kind="stable")
     indices = res.indices.numpy()[order]
@@ -264,6 +270,9 @@ def infer(
     fp = {"model": weights_fingerprint(model), "data": data_fingerprint(paths, targets, preprocess)}
     if logits.ndim != 2:
         raise UserError(f"the model outputs {tuple(logits.shape[1:])} per image, not one score per class")
+    if columns is not None and len(logits) and logits.shape[1] <= max(columns):
+        raise UserError(f"the model outputs {logits.shape[1]} scores per image; the classes need output "
+                        f"columns up to {max(columns)} (an ImageNet-1k head?)")
     return Predictions(logits, targets, indices, paths, list(class_names),
                        None if columns is None else np.asarray(columns), fp, info, name)
 
@@ -272,3 +281,15 @@ def _workers(workers: int, n: int, batch_size: int) -> int:
     # More workers than batches (or any for a single batch) only costs process start-up.
     batches = -(-n // max(batch_size, 1))
     return 0 if batches <= 1 else min(workers, batches)
+
+
+
+class TolerantFolder(ImageFolder):
+    """Loose files (predict): one the transform cannot handle (a 1x1 image) is skipped, not fatal."""
+
+    def __getitem__(self, i: int):
+        try:
+            return super().__getitem__(i)
+        except Exception as e:  # noqa: BLE001 - reported as skipped by the caller
+            log.warning("skipping %s (cannot preprocess: %s)", self.index.samples[i].path, e)
+            return None
