@@ -99,6 +99,7 @@ def reproduce(
     overrides: list[str] | None = None,
     force: bool = False,
     workers: int | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
@@ -107,6 +108,8 @@ def reproduce(
     overrides = overrides or []
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
+    if seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
     for stage in ("exp2", "exp3"):
         _stage_overrides(stage, overrides)  # validate all early, before any long work
     out = prepare_out_dir(out)
@@ -123,7 +126,9 @@ def reproduce(
     summary: dict[str, Any] = {"profile": profile, "root": str(data_root), "stages": {}}
     for stage in stages:
         stage_dir = out / STAGE_DIRS[stage]
-        if _done(stage_dir) and not force:
+        # --seeds N: a trained stage is complete once its <dir>_seeds/ summary exists too.
+        seeds_done = seeds <= 1 or stage not in ("exp2", "exp3") or _done(out / f"{STAGE_DIRS[stage]}_seeds")
+        if _done(stage_dir) and seeds_done and not force:
             log.info("%s: already complete in %s, skipped", stage, stage_dir)
             summary["stages"][stage] = {"dir": str(stage_dir), "skipped": True}
             continue
@@ -153,7 +158,12 @@ def reproduce(
                 preset.append(f"data.workers={workers}")
             cfg = load_config(cfg_name, preset + _stage_overrides(stage, overrides), extra=extra)
             resume = stage_dir if (stage_dir / "checkpoints" / "last.pt").is_file() and not force else None
-            train(cfg, resume=resume)
+            if seeds > 1:
+                from imagenette_lab.seeds import train_seeds
+
+                train_seeds(cfg, seeds, overwrite=force)
+            else:
+                train(cfg, resume=resume)
         summary["stages"][stage] = {"dir": str(stage_dir), "seconds": round(time.time() - t0, 1)}
 
     from imagenette_lab.report.html import build_report

@@ -29,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="run name = run directory under --out (sets name)")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="sets train.epochs")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) into sibling run folders <name>, <name>_seed<s>, and "
+                   "write <name>_seeds/ (mean ± sd per metric, per-seed table, banded curves); finished seeds "
+                   "are reused on a rerun")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run")
     p.set_defaults(func=run)
@@ -39,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --config NAME|FILE (or --resume RUN_DIR)")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1 and args.resume is not None:
+        raise UsageError("--seeds starts (or continues) the seed runs itself; rerun the same command instead of --resume")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
     extra: dict[str, Any] = {}
@@ -58,6 +66,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides, extra)
     else:
         cfg = resume_config(args.resume, args.overrides, extra)
+    if args.seeds > 1:
+        from imagenette_lab.seeds import train_seeds
+
+        result = train_seeds(cfg, args.seeds, overwrite=args.overwrite)
+        if result["status"] == "complete":
+            for k in ("accuracy", "macro_f1"):
+                s = result["metrics"][k]
+                print(f"{k} over {result['n_seeds']} seeds: {s['mean']:.4f} ± {s['sd']:.4f} "
+                      f"(min {s['min']:.4f}, max {s['max']:.4f})")
+        return int(result["exit_code"])
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result["status"] == "complete":
         m = result["metrics"]
