@@ -11,7 +11,7 @@ import pytest
 from imagenette_lab.errors import UserError
 from imagenette_lab.metrics import compute_metrics, paired_comparison
 from imagenette_lab.predictions import Predictions
-from imagenette_lab.stats import bootstrap_ci, compare, holm, mcnemar_exact, paired_table
+from imagenette_lab.stats import bootstrap_ci, compare, compare_all, holm, mcnemar_exact, paired_table
 
 
 def test_bootstrap_coverage_near_95_percent() -> None:
@@ -106,3 +106,17 @@ def test_compare_pairs_by_path_and_refuses_other_files() -> None:
         compare(a, other)
     with pytest.raises(UserError, match="different class lists"):
         compare(a, _preds(paths, y, y, names=("a", "c")))
+
+
+def test_compare_all_applies_holm_and_lists_refusals() -> None:
+    paths = [f"/d/{i}.jpg" for i in range(40)]
+    y = np.array([0, 1] * 20)
+    good = _preds(paths, y, y)
+    bad = _preds(paths, y, np.where(np.arange(40) < 12, 1 - y, y))  # 12 more mistakes
+    elsewhere = _preds([p.replace("/d/", "/e/") for p in paths], y, y)
+    rows = compare_all({"exp1": bad, "exp3": good, "other": elsewhere})
+    by = {(r["a"], r["b"]): r for r in rows}
+    r = by[("exp1", "exp3")]
+    assert r["table"] == [[28, 0], [12, 0]] and r["mcnemar_exact_p"] == pytest.approx(2 * 0.5**12)
+    assert r["p_holm"] == pytest.approx(r["mcnemar_exact_p"]) and r["significant"]  # the only testable pair
+    assert "different files" in by[("exp1", "other")]["refused"] and "p_holm" not in by[("exp3", "other")]

@@ -8,7 +8,7 @@ per-class recall) from the same confusion matrices in well under a second for 4,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -182,3 +182,24 @@ def compare(pred_a: Any, pred_b: Any, names: tuple[str, str] | None = None) -> d
     out = paired_table(a.targets, a.predicted(), b.predicted(), names=("a", "b"))
     out["names"] = list(names)
     return out
+
+
+def compare_all(named: Mapping[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Every pair of named Predictions: McNemar exact + Holm across the pairs that could be tested.
+
+    Rows: {"a", "b", ...compare() fields, "p_holm", "significant"}; a pair scored on different files
+    gets {"a", "b", "refused": message} and a one-class pair {"skipped": message}; neither enters Holm.
+    """
+    names = list(named)
+    rows: list[dict[str, Any]] = []
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            try:
+                rows.append({"a": x, "b": y, **compare(named[x], named[y], names=(x, y))})
+            except UserError as e:
+                rows.append({"a": x, "b": y, "refused": str(e)})
+    tested = [r for r in rows if r.get("mcnemar_exact_p") is not None]
+    adjusted, reject = holm([r["mcnemar_exact_p"] for r in tested], alpha)
+    for r, p, sig in zip(tested, adjusted, reject):
+        r["p_holm"], r["significant"] = p, sig
+    return rows
