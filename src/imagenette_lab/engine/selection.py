@@ -33,6 +33,8 @@ def holdout_split(index: SplitIndex, frac: float, seed: int) -> tuple[SplitIndex
         k = max(1, round(frac * len(members))) if len(members) >= 2 else 0
         held += rng.sample(members, k)
     held.sort()
+    if not held:  # every class has a single image: nothing to hold out
+        return index, None, []
     hs = set(held)
     fit = [s for i, s in enumerate(index.samples) if i not in hs]
     hold = [index.samples[i] for i in held]
@@ -45,7 +47,8 @@ def rule(select: str, holdout_frac: float) -> str:
     if select == "auto":
         select = "holdout" if holdout_frac > 0 else "last"
     if select == "holdout" and holdout_frac <= 0:
-        raise UserError("train.select=holdout needs data.holdout_frac > 0 (e.g. 0.05)")
+        raise UserError("train.select=holdout needs a holdout: data.holdout_frac > 0 (e.g. 0.05) and "
+                        "classes with at least two train images")
     return RULES[select]
 
 

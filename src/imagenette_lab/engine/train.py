@@ -65,7 +65,7 @@ class Trainer:
         self.full_train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
         self.train_index, self.holdout_index, self.holdout_pos = sel.holdout_split(
             self.full_train_index, d.holdout_frac, cfg.seed)
-        self.rule = sel.rule(cfg.train.select, d.holdout_frac)
+        self.rule = sel.rule(cfg.train.select, d.holdout_frac if self.holdout_index is not None else 0.0)
         self.val_index = index_split(d.root, d.val_split, classes=self.train_index.classes).subset(
             d.val_limit_per_class, cfg.seed)
         self.classes = list(self.train_index.classes)
