@@ -19,6 +19,8 @@ from imagenette_lab.data.dataset import SplitIndex
 from imagenette_lab.errors import UserError
 
 RULES = {"holdout": "best_on_holdout", "last": "last", "eval_split": "best_on_eval_split"}
+DESCRIBE = {"last": "last epoch", "best_on_holdout": "best on holdout",
+            "best_on_eval_split": "best on val: selected on the reported split"}
 
 
 def holdout_split(index: SplitIndex, frac: float, seed: int) -> tuple[SplitIndex, SplitIndex | None, list[int]]:

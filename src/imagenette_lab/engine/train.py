@@ -338,9 +338,7 @@ class Trainer:
                       desc="eval", meta=info, **kw)
         for p in preds.meta["skipped"]:
             self.skipped.setdefault(p, "could not be decoded")
-        how = {"last": "last epoch", "best_on_holdout": "best on holdout",
-               "best_on_eval_split": "best on val: selected on the reported split"}[self.rule]
-        metrics = preds.save(self.run_dir / "eval", title=f"{c.name} (epoch {b['epoch']}, {how})")
+        metrics = preds.save(self.run_dir / "eval", title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
         metrics["eval_images_per_s"] = preds.meta["images_per_s"]
         if self.holdout_index is not None:
             held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
