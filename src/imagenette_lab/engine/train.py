@@ -344,6 +344,8 @@ class Trainer:
             held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
                          desc="holdout", meta=info, **kw)
             held.save(self.run_dir / "holdout", gallery_n=0, title=f"{c.name} holdout (selection split)")
+            for p in held.meta["skipped"]:
+                self.skipped.setdefault(p, "could not be decoded")
         cmp = feat.head_vs_probe(self.probe_pred, preds.indices.tolist(), preds.targets, preds.predicted())
         if cmp and self.probe is not None:
             self.probe["paired"] = cmp
