@@ -112,6 +112,7 @@ def curve_band(histories: list[pd.DataFrame], column: str) -> pd.DataFrame:
 def plot_seed_curves(histories: list[pd.DataFrame], out_png: str | Path, title: str = "") -> Path:
     """Accuracy and loss per epoch: the mean over seeds as a line, ± 1 sd as a band."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from imagenette_lab.plots import _save
 
@@ -125,6 +126,7 @@ def plot_seed_curves(histories: list[pd.DataFrame], out_png: str | Path, title: 
             line = ax.plot(x, m, style, marker="o", markersize=3, label=f"{split} (mean)")[0]
             ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
         ax.set_title(("Accuracy" if metric == "acc" else "Loss") + " (band: ± 1 sd over seeds)")
         ax.grid(alpha=0.3)
