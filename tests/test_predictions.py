@@ -52,7 +52,8 @@ def test_columns_mean_other_and_imagenet_top5() -> None:
     assert r.logits.shape == (3, 3) and r.predicted().tolist() == [0, 1, 2]
     assert p.confusion().shape == (3, 4)  # an 'other' column
     worst = p.top_losses(2)
-    assert worst["path"].tolist()[0] == "b" and list(worst.columns)[:5] == ["path", "index", "true", "predicted", "confidence"]
+    assert worst["path"].tolist()[0] == "b"
+    assert list(worst.columns)[:5] == ["path", "index", "true", "predicted", "confidence"]
 
 
 def test_class_list_mismatch_is_refused_without_remapping(tmp_path) -> None:

@@ -78,7 +78,8 @@ def _evaluate_checkpoint(path: Path, root: str | Path, out: str | Path, split: s
     # Same classes in the same order, or a one-line refusal: never a silent remapping of labels.
     check_compatible(ckpt, classes=found.classes, source=f"checkpoint {path}")
     if limit is None:  # the training run's own val subset when scoring its val split
-        same = split == cfg.data.val_split and Path(root).expanduser().resolve() == Path(cfg.data.root).expanduser().resolve()
+        same_root = Path(root).expanduser().resolve() == Path(cfg.data.root).expanduser().resolve()
+        same = split == cfg.data.val_split and same_root
         limit = cfg.data.val_limit_per_class if same else 0
     index = found.subset(limit, cfg.seed)
     model, info = model_from_checkpoint(ckpt, dev)

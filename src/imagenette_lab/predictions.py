@@ -125,9 +125,9 @@ class Predictions:
         if ours != theirs:
             missing = [c for c in theirs if c not in ours]
             extra = [c for c in ours if c not in theirs]
-            detail = "; ".join(x for x in (
-                f"only in {what}: {', '.join(missing[:5])}" if missing else "",
-                f"only in the predictions: {', '.join(extra[:5])}" if extra else "") if x) or "same classes, other order"
+            parts = ([f"only in {what}: {', '.join(missing[:5])}"] if missing else []) + (
+                [f"only in the predictions: {', '.join(extra[:5])}"] if extra else [])
+            detail = "; ".join(parts) or "same classes, other order"
             raise UserError(f"the predictions' {len(ours)} classes differ from {what}'s {len(theirs)} ({detail})")
 
     # ------------------------------------------------------------------ metrics

@@ -58,7 +58,8 @@ def train_seeds(cfg: RunConfig, n: int, *, overwrite: bool = False) -> dict[str,
     return {**summary, "status": "complete", "exit_code": 0}
 
 
-def summarize(run_dirs: list[Path], out: str | Path, *, name: str = "seeds", started: float | None = None) -> dict[str, Any]:
+def summarize(run_dirs: list[Path], out: str | Path, *, name: str = "seeds",
+              started: float | None = None) -> dict[str, Any]:
     """Mean ± sd (ddof=1) of each run's final metrics, a per-seed table and the banded learning curves."""
     started = started or time.time()
     rows = []

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.seeds > 1 and args.resume is not None:
-        raise UsageError("--seeds starts (or continues) the seed runs itself; rerun the same command instead of --resume")
+        raise UsageError("--seeds starts (or continues) the seed runs itself; "
+                         "rerun the same command instead of --resume")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
     extra: dict[str, Any] = {}
@@ -81,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
         m = result["metrics"]
         probe = result.get("probe") or {}
         extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
-        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
-              f"(best epoch {result['best_epoch']}){extra_probe}")
+        ci = (result.get("metrics_ci") or {}).get("accuracy")
+        ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        sel = result.get("selection") or {}
+        how = {"best_on_holdout": "best on holdout", "last": "last epoch",
+               "best_on_eval_split": "best on val (selected on the reported split)"}.get(sel.get("rule"), "best")
+        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}{ci_text}, macro F1 {m['macro_f1']:.4f} "
+              f"(epoch {result['best_epoch']}, {how}){extra_probe}")
     return int(result["exit_code"])

@@ -63,7 +63,8 @@ def monitor_key(selection_rule: str, monitor: str) -> str | None:
     return None
 
 
-def update_best(best: dict[str, Any], row: dict[str, Any], selection_rule: str, monitor: str) -> tuple[dict[str, Any], bool]:
+def update_best(best: dict[str, Any], row: dict[str, Any], selection_rule: str,
+                monitor: str) -> tuple[dict[str, Any], bool]:
     """(new best record, whether this epoch's checkpoint becomes best.pt)."""
     key = monitor_key(selection_rule, monitor)
     if key is None:  # last epoch: every epoch replaces best.pt

@@ -399,6 +399,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
     extra = {
         "run_dir": str(run_dir),
         "metrics": summary,
+        "metrics_ci": {k: v for k, v in (metrics.get("ci") or {}).items() if k in summary},
         "monitor": trainer.best,
         "best_epoch": trainer.best["epoch"],
         "selection": sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos)),
