@@ -20,7 +20,9 @@ def register(sub):
     p.add_argument("--workers", type=int, default=None, help="data-loader workers")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="train Exp 2 and Exp 3 with N seeds (sibling folders + <stage>_seeds/ summary)")
-    p.add_argument("--force", action="store_true", help="rerun stages that are already complete")
+    p.add_argument("--force", action="store_true",
+                   help="rerun stages even when complete and unchanged (a stage whose settings or "
+                   "data changed always reruns)")
     p.set_defaults(func=run)
 
 
