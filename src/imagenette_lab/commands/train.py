@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                       f"(min {s['min']:.4f}, max {s['max']:.4f})")
         return int(result["exit_code"])
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if result["status"] == "complete":
+    if result["status"] == "complete" and result.get("rank", 0) == 0:  # torchrun: one summary line
         m = result["metrics"]
         probe = result.get("probe") or {}
         extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
