@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def _run(recipe: str, out: Path) -> dict:
     cfg = load_config(recipe, extra={"out_dir": str(out), "data": {"root": str(require(REAL_224))}})
     meta = train(cfg)
-    assert meta["status"] == "complete" and meta["n_train"] == 9469 and meta["n_skipped"] == 0
+    assert meta["status"] == "complete" and meta["n_train"] + meta["n_holdout"] == 9469 and meta["n_skipped"] == 0
     return meta
 
 

@@ -78,6 +78,9 @@ def validate_config(cfg: RunConfig) -> None:
          "data.cache_size must be 0 (auto) or at least data.img_size"),
         (0 <= cfg.data.progressive_min_size <= cfg.data.img_size and 0 < cfg.data.progressive_frac <= 1,
          "data.progressive_min_size must be in [0, img_size] and data.progressive_frac in (0, 1]"),
+        (0 <= cfg.data.holdout_frac < 0.5, "data.holdout_frac must be in [0, 0.5)"),
+        (cfg.train.select != "holdout" or cfg.data.holdout_frac > 0,
+         "train.select=holdout needs data.holdout_frac > 0 (e.g. 0.05)"),
     ]
     for ok, msg in checks:
         if not ok:
