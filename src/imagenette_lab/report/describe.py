@@ -19,7 +19,7 @@ KIND_LABELS = {
 }
 SELECTION_TEXT = {
     "last": "reported checkpoint: the last epoch",
-    "best_on_holdout": "reported checkpoint: best {metric} on a slice held out from train{n} (epoch {epoch})",
+    "best_on_holdout": "reported checkpoint: best {metric} on a slice held out from train ({n}epoch {epoch})",
     "best_on_eval_split": "reported checkpoint: best {metric} on the evaluated split itself (epoch {epoch}; "
                           "optimistic)",
 }
@@ -160,7 +160,7 @@ def settings_items(rec: RunRecord, throughput: str = "") -> list[str]:
     sel = s.selection if isinstance(s.selection, dict) else None
     if sel and sel.get("rule") in SELECTION_TEXT:
         metric = METRIC_WORDS.get(str(sel.get("metric") or "val_acc"), str(sel.get("metric")))
-        n = f" ({sel['n']:,} images)" if is_number(sel.get("n")) else ""
+        n = f"{sel['n']:,} images, " if is_number(sel.get("n")) else ""
         items.append(SELECTION_TEXT[sel["rule"]].format(metric=metric, epoch=sel.get("epoch", "?"), n=n))
     if throughput:
         items.append(throughput)
