@@ -85,7 +85,7 @@ def extract_view(
     torch.manual_seed(seed * 1000 + view)
     loader = make_loader(ImageFolder(index, transform), batch_size, workers, seed=seed * 1000 + view)
     res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last,
-                        desc=f"{desc} view {view}", fn=lambda m, x: m.forward_features(x))
+                        desc=f"{desc} view {view}", fn=lambda m, x: m.pooled_features(x))
     log.info("%s view %d: %d images in %.1fs (%.1f img/s)", desc, view, res.n, res.seconds, res.images_per_s)
     order = torch.argsort(res.indices)
     return Features(res.outputs[order].to(STORE_DTYPE), res.labels[order], res.indices[order],

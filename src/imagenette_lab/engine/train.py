@@ -188,7 +188,7 @@ class Trainer:
         if stage.cached:
             train_feats, _ = self.features()
             dataset: Any = feat.CachedViews(train_feats, cfg.seed)
-            forward, amp, channels_last, mixer = (lambda m, x: m.forward_head(x)), "off", False, None
+            forward, amp, channels_last, mixer = (lambda m, x: m.head_from_pooled(x)), "off", False, None
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
