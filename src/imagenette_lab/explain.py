@@ -88,14 +88,14 @@ def find_target_layer(model: nn.Module, name: str | None = None, size: int = 224
         outs = [n for n, s in _probe_outputs(model, size) if len(s) == 4 and s[-1] > 1]
         seen = list(dict.fromkeys(reversed(outs)))[:8]
         raise UserError(f"{what} has no layer named '{name}'; the last spatial layers are: {', '.join(seen)}")
-    for layer, shape in reversed(_probe_outputs(model, size)):
-        if len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1:
-            return layer, modules[layer], None
     reshape = _vit_reshape(model, size)
-    if reshape is not None:
+    if reshape is not None:  # checked first: attention internals are 4-D but not spatial maps
         prefix = "base." if "base.blocks" in modules else ""
         layer = f"{prefix}blocks.{len(modules[prefix + 'blocks']) - 1}.norm1"
         return layer, modules[layer], reshape
+    for layer, shape in reversed(_probe_outputs(model, size)):
+        if len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1:
+            return layer, modules[layer], None
     raise UserError(f"{what} has no convolutional feature map to explain (no 2-D activation); Grad-CAM skipped")
 
 

@@ -283,13 +283,15 @@ class Classifier(nn.Module):
             self.freeze()
 
     def _tv_split(self) -> tuple[nn.Module, nn.Module]:
-        # Built on first use and kept out of the module tree (no duplicate state-dict keys).
-        parts = self.__dict__.get("_split")
-        if parts is None:
+        # Built on first use, one per train/eval mode, and kept out of the module tree (no
+        # duplicate state-dict keys).
+        cache = self.__dict__.setdefault("_split", {})
+        mode = self.base.training
+        if mode not in cache:
             from imagenette_lab.models.split import split_at_pool
 
-            parts = self.__dict__["_split"] = split_at_pool(self.base, self.arch or "the model")
-        return parts
+            cache[mode] = split_at_pool(self.base, self.arch or "the model")
+        return cache[mode]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

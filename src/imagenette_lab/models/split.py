@@ -5,7 +5,8 @@ only have `forward`. Rather than keep a table of per-family forward code, the ba
 torch.fx and cut just before its last global pooling op (AdaptiveAvgPool2d/MaxPool2d, or
 `x.mean((2, 3))` / `F.adaptive_avg_pool2d`), which covers ResNet, EfficientNet, MobileNet, RegNet,
 ConvNeXt, DenseNet, VGG, Swin, ... Both halves call the backbone's own submodules, so they share its
-parameters, train/eval mode and device.
+parameters and device. Python branches on `self.training` in a module *with* children are fixed at
+trace time, so callers keep one split per mode.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class _NoSplit(Exception):
     pass
 
 
+class _LeafTracer(fx.Tracer):
+    """Calls every childless module as a module, so train/eval branches inside it (StochasticDepth,
+    DropPath, ...) are decided at run time, not frozen at trace time."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return next(m.children(), None) is None or super().is_leaf_module(m, qualname)
+
+
 def _is_global_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
     if n.op == "call_module":
         return isinstance(gm.get_submodule(str(n.target)), _POOL_MODULES)
@@ -39,7 +48,7 @@ def _is_global_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
 def split_at_pool(backbone: nn.Module, what: str = "model") -> tuple[fx.GraphModule, fx.GraphModule]:
     """(trunk, pool_head): trunk(x) = the maps fed to the global pooling; pool_head(maps) = backbone(x)."""
     try:
-        gm = fx.symbolic_trace(backbone)
+        gm = fx.GraphModule(backbone, _LeafTracer().trace(backbone))
     except Exception as e:  # noqa: BLE001 - data-dependent control flow: not traceable
         raise UserError(f"cannot separate {what}'s feature maps from its pooling ({type(e).__name__}: {e})") from None
     nodes = list(gm.graph.nodes)
