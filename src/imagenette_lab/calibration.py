@@ -177,15 +177,33 @@ def plot_reliability(summary: dict[str, Any], out_png: str | Path, title: str = 
     from imagenette_lab.plots import _save
 
     after = summary.get("bins_after")
-    fig, axes = plt.subplots(1, 2 if after else 1, figsize=(10.5 if after else 5.6, 5.0), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if after else 1, figsize=(10.5 if after else 6.2, 5.4), squeeze=False)
     _panel(axes[0, 0], summary["bins"], "before (T = 1)")
     if after:
         _panel(axes[0, 1], after, f"after temperature scaling (T = {summary['temperature']:.2f})")
-    axes[0, 0].legend(loc="lower right", fontsize=11)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=12, frameon=False)
     n = f"{summary.get('n', '?')} images, {len(summary['bins']['count'])} bins"
     fig.suptitle(f"{title + ': ' if title else ''}reliability ({n})", fontsize=15)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # the legend sits below the panels, never over the bars
     return _save(fig, out_png)
+
+
+def save_logits(folder: str | Path, logits: np.ndarray, targets: np.ndarray, indices: np.ndarray,
+                paths: list[str], class_names: list[str]) -> Path:
+    """`<folder>/predictions.npz` in the evaluation-bundle contract (what Predictions.load reads)."""
+    import io
+
+    from imagenette_lab.utils import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, logits=np.asarray(logits, dtype=np.float32), targets=np.asarray(targets, dtype=np.int64),
+             indices=np.asarray(indices, dtype=np.int64), paths=np.asarray(paths, dtype=str),
+             class_names=np.asarray(class_names, dtype=str))
+    path = Path(folder) / NPZ
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def load_logits(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -220,6 +238,46 @@ def write_calibration(eval_dir: str | Path, summary: dict[str, Any], title: str 
     eval_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(eval_dir / "calibration.json", summary)
     plot_reliability(summary, eval_dir / "reliability.png", title=title)
+    _merge_into_metrics(eval_dir, summary)
+    return summary
+
+
+def _merge_into_metrics(eval_dir: Path, summary: dict[str, Any]) -> None:
+    """The headline numbers also go into the bundle's metrics.json (key "calibration")."""
+    import json
+
+    path = eval_dir / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    metrics["calibration"] = {k: summary.get(k) for k in
+                              ("ece", "mce", "ece_after", "mce_after", "temperature", "nll_before", "nll_after",
+                               "n_bins", "fitted_on")}
+    atomic_write_json(path, metrics)
+
+
+def calibrate_logits(eval_dir: str | Path, logits: Any, targets: Any, holdout_dir: str | Path | None,
+                     title: str = "") -> dict[str, Any] | None:
+    """Pipelines' hook: calibrate in-memory eval logits with `<holdout_dir>/predictions.npz` if it exists.
+
+    Never fails the run: an unusable holdout file is logged and calibration goes on without it.
+    """
+    ho = None
+    if holdout_dir is not None:
+        try:
+            ho = load_logits(holdout_dir)
+        except UserError as e:
+            log.warning("calibration without temperature scaling: %s", e)
+    where = f"{len(ho[1])} held-out train images ({holdout_dir})" if ho is not None else None
+    summary = calibrate(np.asarray(logits), np.asarray(targets), holdout=ho, fitted_on=where)
+    write_calibration(eval_dir, summary, title=title)
+    t = summary["temperature"]
+    log.info("calibration: ECE %.4f%s", summary["ece"],
+             f" -> {summary['ece_after']:.4f} with T = {t:.3f} (fitted on {where})" if t else
+             " (no held-out train slice: no temperature scaling)")
     return summary
 
 

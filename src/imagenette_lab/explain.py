@@ -162,7 +162,7 @@ def plot_cam_grid(tiles: Sequence[tuple[np.ndarray, str]], out_png: str | Path, 
 
     ncols = max(1, min(ncols, len(tiles) or 1))
     nrows = max(1, math.ceil(len(tiles) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.55 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.7 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     if not tiles:
@@ -171,8 +171,9 @@ def plot_cam_grid(tiles: Sequence[tuple[np.ndarray, str]], out_png: str | Path, 
         ax.imshow(img)
         ax.set_title(caption, fontsize=12)
     if title:
-        fig.suptitle(title, fontsize=15)
-    fig.tight_layout()
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, width=int(26 * ncols)), fontsize=15)
     return _save(fig, out_png, dpi=90)
 
 
@@ -258,7 +259,7 @@ def save_explanations(
         tiles.append((overlay(to_display(x[k], data_cfg), cams[k]), caption))
     head = f"{title}: " if title else ""
     plot_cam_grid(tiles, out_dir / "gradcam_grid.png",
-                  title=f"{head}Grad-CAM for the predicted class, {per_class} seeded val images per class "
+                  title=f"{head}Grad-CAM of the predicted class; {per_class} seeded images per class "
                         f"(true \u2192 predicted, probability)")
 
     wrong = np.flatnonzero(pred != y)

@@ -110,8 +110,14 @@ def run_zero_shot(
     channels_last: bool = True,
     device: str = "auto",
     limit_per_class: int = 0,
+    holdout_per_class: int = 20,
+    explain: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json."""
+    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json.
+
+    holdout_per_class: seeded train images per class scored into `out/holdout/` (the temperature of
+    the restricted variant's calibration is fitted on them; 0 = none). explain: Grad-CAM figures.
+    """
     started = time.time()
     if limit_per_class < 0:
         raise UserError(f"limit per class must be 0 (all) or more, got {limit_per_class}")
@@ -144,6 +150,11 @@ def run_zero_shot(
         probs=zs.restricted_probs, paths=paths,
         title=f"{model} zero-shot, restricted to {len(names)} classes",
     )
+    restricted_logits = res.outputs.float()[:, torch.as_tensor(class_idx)].numpy()
+    _calibrate_and_explain(out_dir, root, split, index, net, dcfg, loader_kw={"batch_size": batch_size,
+                           "workers": workers, "amp": amp, "channels_last": channels_last, "device": dev},
+                           class_idx=class_idx, names=names, logits=restricted_logits, y_true=y_true, paths=paths,
+                           zs=zs, holdout_per_class=holdout_per_class, explain=explain, model=model)
     m1000 = M.save_evaluation(
         out_dir / "imagenet1000", y_true, zs.imagenet1000_pred, names,
         probs=zs.imagenet1000_probs, paths=paths, confidence=zs.imagenet1000_confidence,
@@ -202,6 +213,32 @@ def run_zero_shot(
         images_per_s=combined["images_per_s"], n_images=res.n, n_skipped=len(skipped),
     )
     return combined
+
+
+def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: Any, net: torch.nn.Module,
+                           dcfg: dict[str, Any], *, loader_kw: dict[str, Any], class_idx: list[int],
+                           names: list[str], logits: np.ndarray, y_true: np.ndarray, paths: list[str],
+                           zs: ZeroShotPredictions, holdout_per_class: int, explain: bool, model: str) -> None:
+    """Restricted variant: temperature fitted on seeded *train* images (never the evaluated split) and
+    Grad-CAM of the restricted prediction's ImageNet logit."""
+    from imagenette_lab.calibration import HOLDOUT_DIR, calibrate_logits, save_logits
+    from imagenette_lab.explain import try_save_explanations
+
+    holdout_dir = None
+    if holdout_per_class > 0 and split != "train" and (Path(root).expanduser() / "train").is_dir():
+        h_index = index_split(root, "train", classes=index.classes).subset(holdout_per_class, seed=0)
+        kw = dict(loader_kw)
+        dev = kw.pop("device")
+        loader = make_loader(ImageFolder(h_index, eval_transform(dcfg)), kw.pop("batch_size"), kw.pop("workers"))
+        h = run_inference(net, loader, device=dev, desc="held-out train", **kw)
+        if h.n:
+            holdout_dir = out_dir / HOLDOUT_DIR
+            save_logits(holdout_dir, h.outputs.float()[:, torch.as_tensor(class_idx)].numpy(), h.labels.numpy(),
+                        h.indices.numpy(), [str(h_index.samples[i].path) for i in h.indices], names)
+    calibrate_logits(out_dir / "restricted", logits, y_true, holdout_dir, title=f"{model} zero-shot, restricted")
+    if explain:
+        try_save_explanations(net, dcfg, paths, y_true, zs.restricted_probs, names, out_dir / "restricted",
+                              output_index=class_idx, seed=0, title=f"{model} zero-shot, restricted")
 
 
 def _write_predictions(
