@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,44 @@ def test_explain_command_overlays_named_class_and_skips_bad_files(tmp_path: Path
     assert main(["explain", "quadrant", str(imgs), "--out", str(tmp_path / "o2"), "--class", "blue"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["imagenette-lab explain: error: unknown class 'blue'; valid classes: red patch, green patch"]
+
+
+def test_zero_shot_writes_holdout_calibration_and_explanations(clean_dataset: Path, tmp_path: Path, monkeypatch):
+    from imagenette_lab import zeroshot
+    from imagenette_lab.data.transforms import default_data_cfg
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 1000))
+    monkeypatch.setattr(zeroshot, "create_imagenet_model", lambda *a, **k: net)
+    monkeypatch.setattr(zeroshot, "data_config", lambda *a: default_data_cfg(32, crop_pct=1.0))
+    out = tmp_path / "zs"
+    assert main(["zero-shot", "--root", str(clean_dataset), "--out", str(out), "--workers", "0", "--amp", "off",
+                 "--holdout-per-class", "4"]) == 0
+    with np.load(out / "holdout" / "predictions.npz") as d:  # 4 seeded *train* images per class, 3-way logits
+        assert d["logits"].shape == (12, 3) and all("/train/" in p for p in d["paths"])
+    cal = json.loads((out / "restricted" / "calibration.json").read_text())
+    assert cal["temperature"] > 0 and "12 held-out train images" in cal["fitted_on"] and cal["n"] == 9
+    assert json.loads((out / "restricted" / "metrics.json").read_text())["calibration"]["ece"] == cal["ece"]
+    for f in ("reliability.png", "gradcam_grid.png", "top_losses_cam.png"):
+        assert (out / "restricted" / f).is_file(), f
+    assert main(["zero-shot", "--root", str(clean_dataset), "--out", str(tmp_path / "z2"), "--workers", "0",
+                 "--amp", "off", "--no-explain", "--holdout-per-class", "0"]) == 0
+    assert not (tmp_path / "z2" / "restricted" / "gradcam_grid.png").exists()
+    assert not (tmp_path / "z2" / "holdout").exists()
+    assert json.loads((tmp_path / "z2" / "restricted" / "calibration.json").read_text())["temperature"] is None
+
+
+def test_train_final_eval_writes_calibration_and_gradcam(clean_dataset: Path, tmp_path: Path):
+    from imagenette_lab.config import load_config
+    from imagenette_lab.engine.train import train
+
+    sets = ["model.name=test_resnet", "data.img_size=32", "data.batch_size=8", "data.workers=0", "train.amp=off",
+            "train.epochs=1"]
+    cfg = load_config(None, sets + [f"data.root={clean_dataset}", f"out_dir={tmp_path}", "name=t"])
+    assert train(cfg)["status"] == "complete"
+    ev = tmp_path / "t" / "eval"
+    for f in ("calibration.json", "reliability.png", "gradcam_grid.png", "top_losses_cam.png"):
+        assert (ev / f).is_file(), f
+    cal = json.loads((ev / "calibration.json").read_text())
+    assert cal["temperature"] is None and "no held-out" in cal["note"]  # no <run>/holdout/ in this run

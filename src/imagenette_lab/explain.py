@@ -37,6 +37,19 @@ TOP_LOSSES = 8
 # --- target layer ------------------------------------------------------------------------------------
 
 
+def _require_gradcam() -> None:
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except ImportError:
+        raise UserError("Grad-CAM needs the grad-cam package: pip install 'imagenette-lab[explain]'") from None
+
+
+def _device(model: nn.Module) -> torch.device:
+    t = next(model.parameters(), None)
+    t = t if t is not None else next(model.buffers(), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
 def _probe_outputs(model: nn.Module, size: int) -> list[tuple[str, tuple[int, ...]]]:
     """(module name, output shape) for every module, in the order the modules finish."""
     done: list[tuple[str, tuple[int, ...]]] = []
@@ -49,9 +62,8 @@ def _probe_outputs(model: nn.Module, size: int) -> list[tuple[str, tuple[int, ..
     was = model.training
     try:
         model.eval()
-        p = next(model.parameters())
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
+            model(torch.zeros(1, 3, size, size, device=_device(model)))
     finally:
         model.train(was)
         for h in handles:
@@ -61,6 +73,7 @@ def _probe_outputs(model: nn.Module, size: int) -> list[tuple[str, tuple[int, ..
 
 def _vit_reshape(model: nn.Module, size: int) -> Callable | None:
     """The library's token -> (B, D, h, w) reshape for a timm ViT, else None."""
+    _require_gradcam()
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
     net = getattr(model, "base", model)
@@ -105,6 +118,7 @@ def find_target_layer(model: nn.Module, name: str | None = None, size: int = 224
 def gradcam(model: nn.Module, x: torch.Tensor, targets: Sequence[int], layer: nn.Module,
             reshape: Callable | None = None, batch_size: int = 16) -> np.ndarray:
     """(B, H, W) heatmaps in [0, 1] for output index targets[i] of image x[i]; the model's mode is kept."""
+    _require_gradcam()
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -131,6 +145,7 @@ def to_display(x: torch.Tensor, data_cfg: dict[str, Any]) -> np.ndarray:
 
 
 def overlay(img: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    _require_gradcam()
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     return show_cam_on_image(img.astype(np.float32), cam, use_rgb=True, image_weight=0.55)
@@ -240,7 +255,7 @@ def save_explanations(
     outputs = list(output_index) if output_index is not None else list(range(len(class_names)))
     size = int(data_cfg["input_size"][-1])
     name, layer, reshape = find_target_layer(model, target_layer, size)
-    device = next(model.parameters()).device
+    device = _device(model)
 
     def explain(picks: list[int]) -> tuple[list[int], torch.Tensor, np.ndarray]:
         ok, x, skipped = load_inputs([paths[i] for i in picks], data_cfg)
