@@ -161,7 +161,7 @@ def test_train_final_eval_writes_calibration_and_gradcam(clean_dataset: Path, tm
     from imagenette_lab.engine.train import train
 
     sets = ["model.name=test_resnet", "data.img_size=32", "data.batch_size=8", "data.workers=0", "train.amp=off",
-            "train.epochs=1"]
+            "train.epochs=1", "model.freeze_base=true", "train.feature_cache=true"]  # Exp 3's path
     cfg = load_config(None, sets + [f"data.root={clean_dataset}", f"out_dir={tmp_path}", "name=t"])
     assert train(cfg)["status"] == "complete"
     ev = tmp_path / "t" / "eval"
