@@ -154,7 +154,7 @@ def run_zero_shot(
     _calibrate_and_explain(out_dir, root, split, index, net, dcfg, loader_kw={"batch_size": batch_size,
                            "workers": workers, "amp": amp, "channels_last": channels_last, "device": dev},
                            class_idx=class_idx, names=names, logits=restricted_logits, y_true=y_true, paths=paths,
-                           zs=zs, holdout_per_class=holdout_per_class, explain=explain, model=model)
+                           holdout_per_class=holdout_per_class, explain=explain, model=model)
     m1000 = M.save_evaluation(
         out_dir / "imagenet1000", y_true, zs.imagenet1000_pred, names,
         probs=zs.imagenet1000_probs, paths=paths, confidence=zs.imagenet1000_confidence,
@@ -218,11 +218,11 @@ def run_zero_shot(
 def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: Any, net: torch.nn.Module,
                            dcfg: dict[str, Any], *, loader_kw: dict[str, Any], class_idx: list[int],
                            names: list[str], logits: np.ndarray, y_true: np.ndarray, paths: list[str],
-                           zs: ZeroShotPredictions, holdout_per_class: int, explain: bool, model: str) -> None:
+                           holdout_per_class: int, explain: bool, model: str) -> None:
     """Restricted variant: temperature fitted on seeded *train* images (never the evaluated split) and
     Grad-CAM of the restricted prediction's ImageNet logit."""
-    from imagenette_lab.calibration import HOLDOUT_DIR, calibrate_logits, save_logits
-    from imagenette_lab.explain import try_save_explanations
+    from imagenette_lab.calibration import HOLDOUT_DIR, save_logits
+    from imagenette_lab.diagnostics import diagnose_eval
 
     holdout_dir = None
     if holdout_per_class > 0 and split != "train" and (Path(root).expanduser() / "train").is_dir():
@@ -235,10 +235,8 @@ def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: A
             holdout_dir = out_dir / HOLDOUT_DIR
             save_logits(holdout_dir, h.outputs.float()[:, torch.as_tensor(class_idx)].numpy(), h.labels.numpy(),
                         h.indices.numpy(), [str(h_index.samples[i].path) for i in h.indices], names)
-    calibrate_logits(out_dir / "restricted", logits, y_true, holdout_dir, title=f"{model} zero-shot, restricted")
-    if explain:
-        try_save_explanations(net, dcfg, paths, y_true, zs.restricted_probs, names, out_dir / "restricted",
-                              output_index=class_idx, seed=0, title=f"{model} zero-shot, restricted")
+    diagnose_eval(out_dir / "restricted", net, dcfg, logits, y_true, paths, names, holdout_dir=holdout_dir,
+                  explain=explain, title=f"{model} zero-shot, restricted", output_index=class_idx)
 
 
 def _write_predictions(

@@ -317,6 +317,8 @@ class Trainer:
     # ------------------------------------------------------------------ final evaluation
     def final_eval(self) -> dict[str, Any]:
         """The best checkpoint, as `predict` would rebuild it, on the val images -> <run>/eval/."""
+        from imagenette_lab.calibration import HOLDOUT_DIR
+        from imagenette_lab.diagnostics import diagnose_eval
         from imagenette_lab.metrics import save_evaluation
 
         cdir = checkpoint_dir(self.run_dir)
@@ -334,7 +336,11 @@ class Trainer:
             probs=probs.numpy(), paths=[str(self.val_index.samples[i].path) for i in res.indices],
             title=f"{self.cfg.name} (best epoch {self.best['epoch']})")
         metrics["eval_images_per_s"] = round(res.images_per_s, 2)
-        self.explain_eval(res, probs)
+        # calibration.json/reliability.png (T fitted on <run>/holdout/) and the Grad-CAM figures.
+        diagnose_eval(self.run_dir / "eval", self.model, self.data_cfg, res.outputs.float().numpy(), res.labels.numpy(),
+                      [str(self.val_index.samples[i].path) for i in res.indices], self.class_names,
+                      holdout_dir=self.run_dir / HOLDOUT_DIR, explain=self.cfg.train.explain, seed=self.cfg.seed,
+                      title=self.cfg.name)
         cmp = feat.head_vs_probe(self.probe_pred, res.indices.tolist(), res.labels.numpy(), probs.argmax(1).numpy())
         if cmp and self.probe is not None:
             self.probe["paired"] = cmp
@@ -342,20 +348,6 @@ class Trainer:
                      "only the probe on %d (McNemar exact p = %.3g)", cmp["n"], cmp["head_accuracy"],
                      cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"], cmp["mcnemar_exact_p"])
         return metrics
-
-
-    def explain_eval(self, res: Any, probs: torch.Tensor) -> None:
-        """calibration.json/reliability.png (T from <run>/holdout/) and the Grad-CAM figures in eval/."""
-        from imagenette_lab.calibration import HOLDOUT_DIR, calibrate_logits
-        from imagenette_lab.explain import try_save_explanations
-
-        out = self.run_dir / "eval"
-        calibrate_logits(out, res.outputs.float().numpy(), res.labels.numpy(), self.run_dir / HOLDOUT_DIR,
-                         title=self.cfg.name)
-        if self.cfg.train.explain:
-            paths = [str(self.val_index.samples[i].path) for i in res.indices]
-            try_save_explanations(self.model, self.data_cfg, paths, res.labels.numpy(), probs.numpy(),
-                                  self.class_names, out, seed=self.cfg.seed, title=self.cfg.name)
 
 
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = True,
