@@ -25,8 +25,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from imagenette_lab.errors import UserError
     from imagenette_lab.report import build_report
+    from imagenette_lab.report.collect import discover
 
+    # Nothing to show is a mistake (a wrong folder), not an empty report: fail before writing.
+    if not discover(args.run_dirs)[0]:
+        from pathlib import Path
+
+        from imagenette_lab.utils import prepare_out_dir
+
+        out = Path(args.out).expanduser()
+        try:  # an unwritable --out is still the error named first
+            prepare_out_dir(out.parent)
+        except UserError as e:
+            raise UserError(f"cannot write the report to {out}: {str(e).rpartition(': ')[2]}") from None
+        raise UserError(f"no runs found in {', '.join(args.run_dirs)} (pass run directories, or a folder "
+                        "holding them such as a `reproduce --out` folder)")
     result = build_report(args.run_dirs, args.out)
     n_missing = len(result["missing"])
     incomplete = [r["label"] for r in result["runs"] if r["missing"] or r["problems"] or not r["complete"]]

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="parent folder of the run directory (sets out_dir)")
     p.add_argument("--name", default=None, help="run name = run directory under --out (sets name)")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="sets train.epochs")
+    p.add_argument("--weights-file", default=None, metavar="FILE",
+                   help="start the backbone from a local ImageNet checkpoint instead of a download "
+                   "(sets model.weights_file)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run")
@@ -46,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
         extra["data"] = {"root": args.root}
     if args.epochs is not None:
         extra["train"] = {"epochs": args.epochs}
+    if args.weights_file is not None:
+        if args.resume is not None:
+            raise UsageError("--weights-file sets the starting weights of a new run; a resumed run "
+                             "continues from its checkpoint")
+        extra["model"] = {"weights_file": args.weights_file}
     if args.out is not None:
         extra["out_dir"] = args.out
     if args.name is not None:
