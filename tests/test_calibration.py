@@ -112,3 +112,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys):
     assert main(["calibrate", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a readable predictions file" in err[0]
+
+
+def test_cli_keeps_a_pipeline_calibration_it_cannot_recompute(tmp_path: Path):
+    ev = tmp_path / "run" / "eval"
+    ev.mkdir(parents=True)
+    pd.DataFrame({"path": "x", "confidence": [0.9, 0.8], "correct": [True, False]}).to_csv(ev / "predictions.csv")
+    full = {"ece": 0.1, "mce": 0.2, "temperature": 1.5, "ece_after": 0.05}
+    (ev / "calibration.json").write_text(json.dumps(full))
+    assert cal.calibrate_run(tmp_path / "run")[str(ev)] == full
+    assert json.loads((ev / "calibration.json").read_text()) == full

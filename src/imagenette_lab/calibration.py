@@ -12,6 +12,7 @@ n_bins, fitted_on, ...}) and `reliability.png` into the eval dir.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -244,8 +245,6 @@ def write_calibration(eval_dir: str | Path, summary: dict[str, Any], title: str 
 
 def _merge_into_metrics(eval_dir: Path, summary: dict[str, Any]) -> None:
     """The headline numbers also go into the bundle's metrics.json (key "calibration")."""
-    import json
-
     path = eval_dir / "metrics.json"
     if not path.is_file():
         return
@@ -303,6 +302,13 @@ def calibrate_eval_dir(eval_dir: str | Path, holdout_dir: str | Path | None = No
     return summary
 
 
+def _has_temperature(d: Path) -> bool:
+    try:
+        return json.loads((d / "calibration.json").read_text()).get("temperature") is not None
+    except (OSError, ValueError):
+        return False
+
+
 def calibrate_run(path: str | Path, holdout: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Every evaluation bundle of a run directory (or one eval dir); holdout defaults to `<run>/holdout`."""
     path = Path(path).expanduser()
@@ -318,6 +324,11 @@ def calibrate_run(path: str | Path, holdout: str | Path | None = None) -> dict[s
     out = {}
     for d in dirs:
         if not ((d / NPZ).is_file() or (d / "predictions.csv").is_file()):
+            continue
+        if not (d / NPZ).is_file() and _has_temperature(d):
+            # Written by the pipeline from its logits in memory: the CSV could only make it worse.
+            out[str(d)] = json.loads((d / "calibration.json").read_text())
+            log.info("%s: keeping calibration.json (no %s to recompute it from)", d, NPZ)
             continue
         out[str(d)] = calibrate_eval_dir(d, hold if (hold / NPZ).is_file() else None,
                                          title=f"{run.name}/{d.name}")
