@@ -89,6 +89,12 @@ def test_vit_uses_the_token_reshape_and_other_models_skip_with_one_line():
     assert name.endswith("norm1") and reshape is not None
     cams = ex.gradcam(vit, torch.randn(1, 3, size, size), [1], layer, reshape)
     assert cams.shape == (1, size, size)
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    tv_vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
+    name, layer, reshape = ex.find_target_layer(tv_vit, size=32)  # not its 4-D patchify conv
+    assert name == "encoder.layers.encoder_layer_1.ln_1" and reshape is not None
+    assert ex.gradcam(tv_vit, torch.randn(2, 3, 32, 32), [0, 3], layer, reshape).shape == (2, 32, 32)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     with pytest.raises(UserError, match="no convolutional feature map"):
         ex.find_target_layer(mlp, size=8)

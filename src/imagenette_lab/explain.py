@@ -71,20 +71,32 @@ def _probe_outputs(model: nn.Module, size: int) -> list[tuple[str, tuple[int, ..
     return done
 
 
-def _vit_reshape(model: nn.Module, size: int) -> Callable | None:
-    """The library's token -> (B, D, h, w) reshape for a timm ViT, else None."""
+def _vit_target(model: nn.Module, size: int) -> tuple[str, Callable] | None:
+    """(layer, token -> (B, D, h, w) reshape) for a timm or torchvision ViT, else None.
+
+    The layer is the last block's first norm (the grad-cam docs' choice): the final norm only passes
+    gradient to the class token.
+    """
     _require_gradcam()
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
-    net = getattr(model, "base", model)
-    embed = getattr(net, "patch_embed", None)
-    if embed is None or not hasattr(net, "blocks"):
+    prefix = "base." if isinstance(getattr(model, "base", None), nn.Module) else ""
+    net = model.base if prefix else model
+    if hasattr(net, "patch_embed") and hasattr(net, "blocks"):  # timm
+        embed = net.patch_embed
+        grid = embed.dynamic_feat_size((size, size)) if hasattr(embed, "dynamic_feat_size") else embed.grid_size
+        tokens = int(getattr(net, "num_prefix_tokens", 1))
+        layer = f"{prefix}blocks.{len(net.blocks) - 1}.norm1"
+    elif hasattr(net, "conv_proj") and hasattr(getattr(net, "encoder", None), "layers"):  # torchvision
+        grid = (size // net.patch_size, size // net.patch_size)
+        tokens = 1
+        last = list(net.encoder.layers.named_children())[-1][0]  # "encoder_layer_11"
+        layer = f"{prefix}encoder.layers.{last}.ln_1"
+    else:
         return None
-    grid = embed.dynamic_feat_size((size, size)) if hasattr(embed, "dynamic_feat_size") else embed.grid_size
-    prefix = int(getattr(net, "num_prefix_tokens", 1))
-    if prefix == 1:
-        return functools.partial(vit_reshape_transform, height=grid[0], width=grid[1])
-    return lambda t: t[:, prefix:, :].reshape(t.size(0), grid[0], grid[1], t.size(2)).permute(0, 3, 1, 2)
+    if tokens == 1:
+        return layer, functools.partial(vit_reshape_transform, height=grid[0], width=grid[1])
+    return layer, lambda t: t[:, tokens:, :].reshape(t.size(0), grid[0], grid[1], t.size(2)).permute(0, 3, 1, 2)
 
 
 def find_target_layer(model: nn.Module, name: str | None = None, size: int = 224,
@@ -101,11 +113,9 @@ def find_target_layer(model: nn.Module, name: str | None = None, size: int = 224
         outs = [n for n, s in _probe_outputs(model, size) if len(s) == 4 and s[-1] > 1]
         seen = list(dict.fromkeys(reversed(outs)))[:8]
         raise UserError(f"{what} has no layer named '{name}'; the last spatial layers are: {', '.join(seen)}")
-    reshape = _vit_reshape(model, size)
-    if reshape is not None:  # checked first: attention internals are 4-D but not spatial maps
-        prefix = "base." if "base.blocks" in modules else ""
-        layer = f"{prefix}blocks.{len(modules[prefix + 'blocks']) - 1}.norm1"
-        return layer, modules[layer], reshape
+    vit = _vit_target(model, size)
+    if vit is not None:  # checked first: attention internals and the patchify conv are 4-D too
+        return vit[0], modules[vit[0]], vit[1]
     for layer, shape in reversed(_probe_outputs(model, size)):
         if len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1:
             return layer, modules[layer], None
