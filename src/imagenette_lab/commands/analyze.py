@@ -25,12 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", action="store_true",
                    help="fully decode every image to find corrupt ones (slower; the header "
                    "check always runs)")
+    p.add_argument("--audit", metavar="DIR",
+                   help="include the summary of this finished audit (default: OUT/../audit when it "
+                   "audited the same ROOT)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `imagenette-lab --help` stays fast.
     from imagenette_lab.analysis import analyze_dataset
+    from imagenette_lab.audit.link import condense, find_audit, one_line
     from imagenette_lab.data.download import FOLDER_SIZES, ensure_dataset
     from imagenette_lab.utils import prepare_out_dir
 
@@ -38,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if not root.exists() and root.name in FOLDER_SIZES:
         prepare_out_dir(args.out)  # about to download: an unwritable --out must fail first
     root = ensure_dataset(args.root)
-    summary = analyze_dataset(root, args.out, splits=args.splits, verify=args.verify)
+    found = find_audit(root, args.out, getattr(args, "audit", None))
+    audit = condense(*found) if found else None
+    summary = analyze_dataset(root, args.out, splits=args.splits, verify=args.verify, audit=audit)
     splits = summary["splits"]
     names = summary["classes"]
     width = max([len("class"), *(len(n) for n in names.values())])
@@ -49,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'total':<{width}}" + "".join(f" {v['total']:>8}" for v in splits.values()))
     if summary["unreadable"]:
         print(f"{summary['unreadable']} unreadable file(s) left out: see unreadable.csv")
+    if audit:
+        print(one_line(audit))
     print(f"analysis written to {Path(summary['files']['summary.json']).parent}")
     return 0
