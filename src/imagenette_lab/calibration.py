@@ -212,6 +212,13 @@ def load_logits(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     path = Path(folder) / NPZ
     if not path.is_file():
         return None
+    try:  # i11's reader when present (it validates the bundle); the contract's keys otherwise
+        from imagenette_lab.predictions import Predictions  # type: ignore[import-not-found]
+
+        p = Predictions.load(folder)
+        return np.asarray(p.logits, dtype=np.float64), np.asarray(p.targets, dtype=np.int64)
+    except (ImportError, AttributeError, TypeError):
+        pass
     try:
         with np.load(path, allow_pickle=False) as d:
             return np.asarray(d["logits"], dtype=np.float64), np.asarray(d["targets"], dtype=np.int64)
