@@ -122,3 +122,14 @@ def test_cli_keeps_a_pipeline_calibration_it_cannot_recompute(tmp_path: Path):
     (ev / "calibration.json").write_text(json.dumps(full))
     assert cal.calibrate_run(tmp_path / "run")[str(ev)] == full
     assert json.loads((ev / "calibration.json").read_text()) == full
+
+
+def test_bundle_with_more_outputs_than_classes_is_calibrated_as_that_classifier(tmp_path: Path):
+    # Zero-shot's 1000-way view: K = 6 outputs, C = 2 classes living in columns 4 and 1.
+    logits = np.log(np.array([[0.05, 0.05, 0.05, 0.05, 0.75, 0.05], [0.1, 0.5, 0.1, 0.1, 0.1, 0.1]]))
+    np.savez(tmp_path / "predictions.npz", logits=logits, targets=np.array([0, 0]), indices=np.arange(2),
+             paths=np.array(["a", "b"]), class_names=np.array(["x", "y"]), columns=np.array([4, 1]))
+    z, y = cal.load_logits(tmp_path)
+    assert z.shape == (2, 6) and y.tolist() == [4, 4]
+    out = cal.calibrate(z, y)
+    assert out["accuracy"] == 0.5 and out["ece"] == pytest.approx((0.25 + 0.5) / 2)

@@ -197,18 +197,28 @@ def save_logits(folder: str | Path, logits: np.ndarray, targets: np.ndarray, ind
 
     from imagenette_lab.utils import atomic_write_bytes
 
-    buf = io.BytesIO()
-    np.savez(buf, logits=np.asarray(logits, dtype=np.float32), targets=np.asarray(targets, dtype=np.int64),
-             indices=np.asarray(indices, dtype=np.int64), paths=np.asarray(paths, dtype=str),
-             class_names=np.asarray(class_names, dtype=str))
     path = Path(folder) / NPZ
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    try:  # i11's writer when present: the same keys plus its header
+        from imagenette_lab.predictions import Predictions  # type: ignore[import-not-found]
+
+        data = Predictions(logits, targets, indices, list(paths), list(class_names), name="holdout").to_bytes()
+    except (ImportError, AttributeError, TypeError):
+        buf = io.BytesIO()
+        np.savez(buf, logits=np.asarray(logits, dtype=np.float32), targets=np.asarray(targets, dtype=np.int64),
+                 indices=np.asarray(indices, dtype=np.int64), paths=np.asarray(paths, dtype=str),
+                 class_names=np.asarray(class_names, dtype=str))
+        data = buf.getvalue()
+    atomic_write_bytes(path, data)
     return path
 
 
 def load_logits(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(logits, targets) from `<folder>/predictions.npz` (the evaluation-bundle contract), or None."""
+    """(logits, targets) from `<folder>/predictions.npz` (the evaluation-bundle contract), or None.
+
+    Bundles whose logits cover more outputs than classes (zero-shot's 1000-way view, with a "columns"
+    map) give all K logits and the targets' column indices: the K-way classifier's calibration.
+    """
     path = Path(folder) / NPZ
     if not path.is_file():
         return None
@@ -216,14 +226,20 @@ def load_logits(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
         from imagenette_lab.predictions import Predictions  # type: ignore[import-not-found]
 
         p = Predictions.load(folder)
-        return np.asarray(p.logits, dtype=np.float64), np.asarray(p.targets, dtype=np.int64)
-    except (ImportError, AttributeError, TypeError):
-        pass
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            return np.asarray(d["logits"], dtype=np.float64), np.asarray(d["targets"], dtype=np.int64)
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path} is not a readable predictions file ({e})") from None
+        logits, targets, columns = p.logits, p.targets, p.columns
+    except (ImportError, AttributeError, TypeError, UserError):
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                logits, targets = d["logits"], d["targets"]
+                columns = d["columns"] if "columns" in d.files else None
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{path} is not a readable predictions file ({e})") from None
+    targets = np.asarray(targets, dtype=np.int64)
+    labelled = targets >= 0  # -1: files outside a class folder
+    logits, targets = np.asarray(logits, dtype=np.float64)[labelled], targets[labelled]
+    if columns is not None:
+        targets = np.asarray(columns, dtype=np.int64)[targets]
+    return logits, targets
 
 
 def _from_csv(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
