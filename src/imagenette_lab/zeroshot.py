@@ -224,9 +224,13 @@ def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: A
     from imagenette_lab.calibration import HOLDOUT_DIR, save_logits
     from imagenette_lab.diagnostics import diagnose_eval
 
-    holdout_dir = None
+    holdout_dir, h_index = None, None
     if holdout_per_class > 0 and split != "train" and (Path(root).expanduser() / "train").is_dir():
-        h_index = index_split(root, "train", classes=index.classes).subset(holdout_per_class, seed=0)
+        try:
+            h_index = index_split(root, "train", classes=index.classes).subset(holdout_per_class, seed=0)
+        except UserError as e:  # a train split with other classes: calibrate without a temperature
+            log.warning("no held-out train slice for calibration: %s", e)
+    if h_index is not None:
         kw = dict(loader_kw)
         dev = kw.pop("device")
         loader = make_loader(ImageFolder(h_index, eval_transform(dcfg)), kw.pop("batch_size"), kw.pop("workers"))
