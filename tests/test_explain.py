@@ -62,6 +62,8 @@ def test_gradcam_heat_is_in_the_deciding_quadrant():
     assert name == "1" and reshape is None  # the ReLU after the conv: the last spatial map before pooling
     cams = ex.gradcam(model, x, [0, 1], layer)
     assert cams.shape == (2, SIZE, SIZE)
+    # No parameter gradients touched (a model in training / under DDP), requires_grad restored.
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
     h = SIZE // 2
     for cam in cams:
         quadrants = [cam[:h, :h].sum(), cam[:h, h:].sum(), cam[h:, :h].sum(), cam[h:, h:].sum()]

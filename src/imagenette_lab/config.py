@@ -86,6 +86,7 @@ class TrainConfig:
     log_every: int = 20  # batches between progress-bar metric refreshes
     # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
     checkpoints_keep: str = "last,best"
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass

@@ -133,17 +133,24 @@ def gradcam(model: nn.Module, x: torch.Tensor, targets: Sequence[int], layer: nn
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     was = model.training
+    # No parameter gradients: cheaper, never touches .grad of a model still being trained, and never
+    # fires DistributedDataParallel's gradient hooks on rank 0 alone (the input's gradient is enough).
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
     maps = []
     try:
         with torch.enable_grad(), GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             for i in range(0, len(x), batch_size):
                 t = [ClassifierOutputTarget(int(c)) for c in targets[i : i + batch_size]]
-                # A frozen base has no parameter needing a gradient, so its activations would carry
-                # none either; an input that requires grad makes them.
+                # With no parameter needing a gradient the activations would carry none either;
+                # an input that requires grad makes them.
                 xi = x[i : i + batch_size].detach().clone().requires_grad_(True)
                 maps.append(cam(input_tensor=xi, targets=t))
     finally:
         model.train(was)
+        for p in params:
+            p.requires_grad_(True)
     return np.concatenate(maps) if maps else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = resume_config(args.resume, args.overrides, extra)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if result["status"] == "complete":
+    if result["status"] == "complete" and result.get("rank", 0) == 0:  # torchrun: one summary line
         m = result["metrics"]
         probe = result.get("probe") or {}
         extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
