@@ -133,3 +133,10 @@ def test_bundle_with_more_outputs_than_classes_is_calibrated_as_that_classifier(
     assert z.shape == (2, 6) and y.tolist() == [4, 4]
     out = cal.calibrate(z, y)
     assert out["accuracy"] == 0.5 and out["ece"] == pytest.approx((0.25 + 0.5) / 2)
+
+
+def test_degenerate_holdout_keeps_temperature_bounded_and_says_so():
+    wrong = two_class_logits(np.full(5, 0.99)), np.ones(5, dtype=int)  # all wrong, very confident
+    out = cal.calibrate(*draw(200, 1.0, seed=5, classes=2), holdout=wrong)
+    assert out["temperature"] == pytest.approx(cal.T_BOUNDS[1], rel=0.01) and out["temperature_at_bound"]
+    assert "bound" in out["note"]

@@ -176,4 +176,6 @@ def test_train_final_eval_writes_calibration_and_gradcam(clean_dataset: Path, tm
     for f in ("calibration.json", "reliability.png", "gradcam_grid.png", "top_losses_cam.png"):
         assert (ev / f).is_file(), f
     cal = json.loads((ev / "calibration.json").read_text())
-    assert cal["temperature"] is None and "no held-out" in cal["note"]  # no <run>/holdout/ in this run
+    # data.holdout_frac's slice of train, scored by the train run into <run>/holdout/, fits the temperature.
+    assert (tmp_path / "t" / "holdout" / "predictions.npz").is_file()
+    assert 0.01 <= cal["temperature"] <= 100 and "holdout" in cal["fitted_on"] and cal["n_holdout"] > 0

@@ -3,7 +3,7 @@
 Everything works from an evaluation bundle's saved logits (`predictions.npz`), so old runs are
 calibrated without rerunning their model. The temperature is fitted on a slice held out from the
 *train* split (`<run>/holdout/predictions.npz`) -- never on the split whose numbers are reported --
-by minimising the negative log-likelihood over log T (Guo et al. 2017). Dividing logits by one
+by minimising the negative log-likelihood over log T (Guo et al. 2017), within T_BOUNDS. Dividing logits by one
 positive T never changes the argmax, so accuracy is untouched.
 
 Writes `calibration.json` ({ece, mce, ece_after, mce_after, temperature, nll_before, nll_after,
@@ -85,28 +85,27 @@ def ece_mce(probs: np.ndarray, targets: np.ndarray, n_bins: int = N_BINS) -> tup
     return bins["ece"], bins["mce"]
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100) -> float:
-    """The T > 0 minimising NLL(softmax(logits / T)); LBFGS on log T keeps T positive."""
-    import torch
+T_BOUNDS = (0.01, 100.0)  # a tiny or all-wrong holdout would otherwise push T towards 0 or infinity
 
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The T in T_BOUNDS minimising NLL(softmax(logits / T)).
+
+    One-dimensional and convex in 1/T, so a bounded scalar search over log T (scipy) finds it
+    reliably; the bounds matter only for degenerate holdouts (reported as `temperature_at_bound`).
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
     if len(z) == 0:
         raise UserError("no held-out predictions to fit a temperature on")
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = float(log_t.detach().exp())
-    if not np.isfinite(t):
-        raise UserError("temperature fit diverged (are the held-out logits finite?)")
-    return t
+    if not np.isfinite(z).all():
+        raise UserError("the held-out logits are not all finite")
+    lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
+    res = minimize_scalar(lambda log_t: nll(z, y, float(np.exp(log_t))), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(np.exp(res.x))
 
 
 # --- end to end --------------------------------------------------------------------------------------
@@ -137,6 +136,7 @@ def calibrate(logits: np.ndarray, targets: np.ndarray, holdout: tuple[np.ndarray
                        f"{logits.shape[1]}: temperature scaling skipped")
         return out
     t = fit_temperature(h_logits, h_targets)
+    at_bound = not (T_BOUNDS[0] * 1.01 < t < T_BOUNDS[1] / 1.01)
     scaled = softmax(logits, t)
     after = reliability_bins(scaled.max(axis=1), scaled.argmax(axis=1) == targets, n_bins)
     out.update(
@@ -144,7 +144,11 @@ def calibrate(logits: np.ndarray, targets: np.ndarray, holdout: tuple[np.ndarray
         fitted_on=fitted_on or f"{len(h_targets)} held-out train images", n_holdout=int(len(h_targets)),
         accuracy_after=float(np.mean(scaled.argmax(axis=1) == targets)), bins_after=after,
         holdout_nll_before=nll(h_logits, h_targets), holdout_nll_after=nll(h_logits, h_targets, t),
+        temperature_at_bound=at_bound,
     )
+    if at_bound:
+        out["note"] = (f"the temperature hit its bound {T_BOUNDS}: the {len(h_targets)} held-out images do not "
+                       "pin it down (too few, or all wrong/all right with extreme confidence)")
     return out
 
 

@@ -13,8 +13,8 @@ import sys
 from imagenette_lab import __version__
 from imagenette_lab.errors import UserError
 
-COMMANDS = ["download", "analyze", "audit", "zero_shot", "train", "predict", "report", "reproduce", "calibrate",
-            "explain"]
+COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "report", "reproduce",
+            "calibrate", "explain"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="local ImageNet-1k weights for a model name")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes (0 = in-process)")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision: auto = bf16 on CPU, fp16 on CUDA")
     p.set_defaults(func=run)
 
 
@@ -41,9 +44,12 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     device = resolve_device(args.device)
     predictor = load_predictor(args.model, args.weights, args.weights_file, device)
-    results, skipped = predict(predictor, args.inputs, args.top_k, args.batch_size, on_skip=print_skip)
+    results, skipped = predict(predictor, args.inputs, args.top_k, args.batch_size, on_skip=print_skip,
+                               workers=args.workers, amp=args.amp)
     if args.json:
         out = [{"path": r["path"],
                 "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r["predictions"]]}

@@ -32,6 +32,10 @@ def register(sub) -> None:
                    help="start the backbone from a local ImageNet checkpoint instead of a download "
                    "(sets model.weights_file)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) into sibling run folders <name>, <name>_seed<s>, and "
+                   "write <name>_seeds/ (mean ± sd per metric, per-seed table, banded curves); finished seeds "
+                   "are reused on a rerun")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run")
     p.set_defaults(func=run)
@@ -42,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --config NAME|FILE (or --resume RUN_DIR)")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1 and args.resume is not None:
+        raise UsageError("--seeds starts (or continues) the seed runs itself; "
+                         "rerun the same command instead of --resume")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
     extra: dict[str, Any] = {}
@@ -66,11 +75,26 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides, extra)
     else:
         cfg = resume_config(args.resume, args.overrides, extra)
+    if args.seeds > 1:
+        from imagenette_lab.seeds import train_seeds
+
+        result = train_seeds(cfg, args.seeds, overwrite=args.overwrite)
+        if result["status"] == "complete":
+            for k in ("accuracy", "macro_f1"):
+                s = result["metrics"][k]
+                print(f"{k} over {result['n_seeds']} seeds: {s['mean']:.4f} ± {s['sd']:.4f} "
+                      f"(min {s['min']:.4f}, max {s['max']:.4f})")
+        return int(result["exit_code"])
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result["status"] == "complete" and result.get("rank", 0) == 0:  # torchrun: one summary line
         m = result["metrics"]
         probe = result.get("probe") or {}
         extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
-        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
-              f"(best epoch {result['best_epoch']}){extra_probe}")
+        ci = (result.get("metrics_ci") or {}).get("accuracy")
+        ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        sel = result.get("selection") or {}
+        how = {"best_on_holdout": "best on holdout", "last": "last epoch",
+               "best_on_eval_split": "best on val (selected on the reported split)"}.get(sel.get("rule"), "best")
+        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}{ci_text}, macro F1 {m['macro_f1']:.4f} "
+              f"(epoch {result['best_epoch']}, {how}){extra_probe}")
     return int(result["exit_code"])
