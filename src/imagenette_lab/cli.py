@@ -13,7 +13,8 @@ import sys
 from imagenette_lab import __version__
 from imagenette_lab.errors import UserError
 
-COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "report", "reproduce"]
+COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "report", "reproduce",
+            "calibrate", "explain"]
 
 
 def build_parser() -> argparse.ArgumentParser:
