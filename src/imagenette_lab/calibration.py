@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_json
 
@@ -26,9 +27,9 @@ log = logging.getLogger(__name__)
 
 N_BINS = 15
 NPZ = "predictions.npz"
-HOLDOUT_DIR = "holdout"
+HOLDOUT_DIR = rr.HOLDOUT
 # A run directory's eval bundles: train's eval/, zero-shot's two variants.
-EVAL_DIRS = ("eval", "restricted", "imagenet1000")
+EVAL_DIRS = (rr.EVAL, rr.RESTRICTED, rr.IMAGENET1000)
 
 
 # --- metrics ----------------------------------------------------------------------------------------

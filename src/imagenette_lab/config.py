@@ -21,6 +21,7 @@ from imagenette_lab.errors import UserError
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": ("none", "baseline", "trivialaugment", "randaugment"),
     "model.head": ("study", "linear"),
+    "role": ("exp1", "exp2", "exp3"),
     "optim.name": ("adamw", "sgd"),
     "optim.scheduler": ("onecycle", "cosine", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
@@ -101,6 +102,8 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     name: str = "run"
+    role: str | None = None  # the study experiment this run stands for (exp1/exp2/exp3), or unset
+    stage: str | None = None  # the `reproduce` stage that made it, unset when run by hand
     seed: int = 0
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
@@ -169,7 +172,7 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             _apply(current, value, prefix=f"{full}.")
             continue
         value = _coerce(full, f.type, value)
-        if full in CHOICES and value not in CHOICES[full]:
+        if full in CHOICES and value is not None and value not in CHOICES[full]:
             raise UserError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, got {value!r}")
         setattr(obj, key, value)
 

@@ -23,7 +23,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from imagenette_lab.plots import plot_confusion, plot_gallery, row_normalize
+from imagenette_lab.plots import plot_confusion, plot_top_losses, row_normalize
 from imagenette_lab.utils import atomic_write_json, atomic_write_text
 
 OTHER = -1
@@ -239,11 +239,6 @@ def _predictions_frame(
     )
 
 
-def _caption(row: pd.Series) -> str:
-    conf = "" if pd.isna(row["confidence"]) else f" ({row['confidence']:.2f})"
-    return f"{row['true']} / {row['predicted']}{conf}"
-
-
 def save_evaluation(
     out_dir: str | Path,
     y_true: Any,
@@ -253,7 +248,7 @@ def save_evaluation(
     probs: Any = None,
     paths: Sequence[Any] | None = None,
     prefix: str = "",
-    gallery_n: int = 16,
+    gallery_n: int = 12,
     title: str = "",
     confidence: Any = None,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
@@ -316,10 +311,7 @@ def save_evaluation(
     _write_csv(dest("predictions.csv"), preds, index=False)
 
     if paths is not None and p is not None and gallery_n > 0:
-        worst = preds.sort_values("loss", ascending=False, kind="stable").head(gallery_n)
-        items = [(row["path"], _caption(row)) for _, row in worst.iterrows()]
-        plot_gallery(items, dest("top_losses.png"),
-                     title=f"{title + ': ' if title else ''}top {len(items)} losses (true / predicted)")
+        plot_top_losses(preds, dest("top_losses.png"), n=gallery_n, title=title)
     return metrics
 
 

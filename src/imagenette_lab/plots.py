@@ -71,7 +71,8 @@ def plot_confusion(
         )
     values = row_normalize(cm) if normalize else cm.astype(float)
     n_rows, n_cols = values.shape
-    side = max(4.0, 0.55 * max(n_rows, n_cols) + 2.5)
+    # Sized so 11 pt labels stay >= ~11 px when the report shows two matrices side by side (~540 px).
+    side = max(4.0, 0.42 * max(n_rows, n_cols) + 2.2)
     fig, ax = plt.subplots(figsize=(side + 1.0, side))
     vmax = 1.0 if normalize else max(float(values.max(initial=0.0)), 1.0)
     im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, aspect="auto")
@@ -81,12 +82,15 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix"))
+    ax.tick_params(labelsize=11 if max(n_rows, n_cols) <= 12 else 8)
+    ax.xaxis.label.set_size(12)
+    ax.yaxis.label.set_size(12)
     if max(n_rows, n_cols) <= MAX_ANNOTATED_CLASSES:
-        fontsize = 9 if max(n_rows, n_cols) <= 12 else 6
+        fontsize = 11 if max(n_rows, n_cols) <= 12 else 6
         for i in range(n_rows):
             for j in range(n_cols):
                 v = values[i, j]
-                text = f"{v:.2f}" if normalize else f"{int(round(v))}"
+                text = (f"{v:.2f}" if v else "0") if normalize else f"{int(round(v))}"  # bare 0: less clutter
                 # Light text on dark cells so every number stays legible.
                 color = "white" if v > 0.5 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
@@ -130,13 +134,17 @@ def plot_history(history: pd.DataFrame | Iterable[Mapping], out_png: str | Path,
             ax.plot(series["epoch"], series[f"{split}_{metric}"], style, markersize=3, label=split)
             drawn = True
         if drawn:
-            ax.legend()
+            ax.legend(fontsize=11)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label.lower())
-        ax.set_title(label)
+        if df["epoch"].nunique() == 1:  # one point: no fractional ticks around it
+            ax.set_xticks(df["epoch"].unique())
+        ax.set_ylabel(label.lower(), fontsize=12)
+        ax.xaxis.label.set_size(12)
+        ax.tick_params(labelsize=11)  # legible when the report shows the figure at ~750 px
+        ax.set_title(label, fontsize=13)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -157,23 +165,55 @@ def _thumbnail(path: str | Path | None) -> tuple[np.ndarray, bool]:
 
 
 def plot_gallery(
-    items: Sequence[tuple[str | Path | None, str]], out_png: str | Path, ncols: int = 4, title: str = ""
+    items: Sequence[tuple[str | Path | None, str]], out_png: str | Path, ncols: int = 4, title: str = "",
+    fontsize: float = 12, empty: str = "no images",
 ) -> Path:
-    """Grid of thumbnails with captions; unreadable images are drawn as grey tiles marked so."""
+    """Grid of thumbnails with captions; unreadable images are drawn as grey tiles marked so.
+
+    Caption and title sizes are chosen for the report, which shows a 4-column gallery (1,400 px wide)
+    at 750-1,100 px: 14 pt at 110 dpi stays >= 11 px on screen there.
+    """
     items = list(items)
     ncols = max(1, min(ncols, len(items) or 1))
     nrows = max(1, math.ceil(len(items) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.3 * nrows), squeeze=False)
+    lines = max([str(c).count("\n") + 1 for _, c in items] or [1])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + fontsize / 40 * lines) * nrows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not items:
-        axes[0, 0].text(0.5, 0.5, "no images", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=fontsize,
+                        transform=axes[0, 0].transAxes)
     for ax, (path, caption) in zip(axes.flat, items):
         pixels, ok = _thumbnail(path)
         ax.imshow(pixels)
         text = caption if ok else f"{caption} [unreadable]"
-        ax.set_title(textwrap.fill(str(text), width=34), fontsize=8)
+        wrapped = "\n".join(textwrap.fill(line, width=28) for line in str(text).split("\n"))
+        ax.set_title(wrapped, fontsize=fontsize)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=fontsize + 2)
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_top_losses(preds: pd.DataFrame, out_png: str | Path, n: int = 12, title: str = "") -> Path:
+    """The `n` mistakes with the highest loss (correct images never appear), each captioned with its
+    true class, the predicted class and the probability given to each.
+
+    `preds` needs columns path, true, predicted, loss, correct and optionally confidence (probability of
+    the predicted class) and p_true (probability of the true class; else exp(-loss)).
+    """
+    wrong = preds[~preds["correct"].astype(bool)].sort_values("loss", ascending=False, kind="stable").head(n)
+    items = []
+    for _, row in wrong.iterrows():
+        p_pred = row.get("confidence")
+        p_true = row.get("p_true", math.exp(-row["loss"]) if pd.notna(row["loss"]) else float("nan"))
+        label = row["predicted"]
+        if pd.notna(row.get("imagenet_label")) and row.get("predicted_index", 0) < 0:  # 1000-way: outside the set
+            label = f"{row['imagenet_label']} (outside)"
+        probs = " · ".join(t for t in (f"p(pred) {p_pred:.2f}" if pd.notna(p_pred) else "",
+                                       f"p(true) {p_true:.2f}" if pd.notna(p_true) else "") if t)
+        items.append((row["path"], "\n".join(t for t in (f"true: {row['true']}", f"pred: {label}", probs) if t)))
+    head = f"{title}: " if title else ""
+    return plot_gallery(items, out_png, ncols=4, fontsize=14, empty="no mistakes: every image is classified correctly",
+                        title=f"{head}the {len(items)} mistake{'s' if len(items) != 1 else ''} with the highest loss")

@@ -50,10 +50,12 @@ def _resolve_checkpoint(spec: str) -> Path | None:
     if p.is_file():
         return p
     if p.is_dir():
-        for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise UserError(f"{p} is a directory without a checkpoint (expected {p / 'checkpoints' / 'best.pt'})")
+        from imagenette_lab.runrecord import BEST, LAST, checkpoint_path
+
+        for cand in (checkpoint_path(p, BEST), checkpoint_path(p, LAST), p / BEST, p / LAST):
+            if cand.is_file():
+                return cand
+        raise UserError(f"{p} is a directory without a checkpoint (expected {checkpoint_path(p, BEST)})")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or (os.sep in spec and ":" not in spec):
         raise UserError(f"checkpoint {p} does not exist")
     return None

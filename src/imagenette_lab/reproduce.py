@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imagenette_lab.errors import UsageError, UserError
+from imagenette_lab.runrecord import LAST, RUN_JSON, checkpoint_path
 from imagenette_lab.utils import atomic_write_json, prepare_out_dir
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def _done(stage_dir: Path) -> bool:
-    return (stage_dir / "run.json").is_file()
+    return (stage_dir / RUN_JSON).is_file()
 
 
 # Stages whose outputs a stage reads: their hashes are part of its inputs, so a rerun of one
@@ -109,7 +110,8 @@ def _train_config(stage: str, prof: Profile, overrides: list[str], workers: int 
 
     cfg_name = prof.exp2_config if stage == "exp2" else prof.exp3_config
     preset = list(prof.exp2_set if stage == "exp2" else prof.exp3_set)
-    extra = {"name": STAGE_DIRS[stage], "out_dir": str(out), "data": {"root": str(data_root)}}
+    extra = {"name": STAGE_DIRS[stage], "role": stage, "stage": stage, "out_dir": str(out),
+             "data": {"root": str(data_root)}}
     # --workers beats the profile's preset; explicit --set values beat both.
     if workers is not None:
         preset.append(f"data.workers={workers}")
@@ -194,7 +196,7 @@ def reproduce(
             log.info("%s: unchanged and already complete in %s, skipped (--force reruns it)", stage, stage_dir)
             summary["stages"][stage] = {**entry, "skipped": True}
             continue
-        resume = same and not force and (stage_dir / "checkpoints" / "last.pt").is_file()
+        resume = same and not force and checkpoint_path(stage_dir, LAST).is_file()
         old = None
         if stage_dir.exists() and not resume:
             if force:
@@ -212,14 +214,14 @@ def reproduce(
         if stage == "analysis":
             from imagenette_lab.analysis import analyze_dataset
 
-            analyze_dataset(data_root, stage_dir)
+            analyze_dataset(data_root, stage_dir, stage=stage)
         elif stage == "exp1":
             from imagenette_lab.zeroshot import run_zero_shot
 
             run_zero_shot(
                 data_root, stage_dir, model=prof.exp1_model, weights=prof.exp1_weights,
                 batch_size=prof.exp1_batch_size,
-                workers=workers if workers is not None else (0 if prof.synthetic else 2),
+                workers=workers if workers is not None else (0 if prof.synthetic else 2), role="exp1", stage=stage,
             )
         else:
             from imagenette_lab.engine.train import train

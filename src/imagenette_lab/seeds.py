@@ -19,6 +19,7 @@ import pandas as pd
 
 from imagenette_lab.config import RunConfig
 from imagenette_lab.errors import UserError
+from imagenette_lab.runrecord import HISTORY_CSV, RUN_JSON
 from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_out_dir, write_run_json
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def train_seeds(cfg: RunConfig, n: int, *, overwrite: bool = False) -> dict[str,
     runs = []
     for c in seed_runs(cfg, n):
         run_dir = Path(c.out_dir).expanduser() / c.name
-        if (run_dir / "run.json").is_file() and not overwrite:
+        if (run_dir / RUN_JSON).is_file() and not overwrite:
             log.info("seed %d: already complete in %s, reused", c.seed, run_dir)
         else:
             resume = run_dir if (run_dir / "checkpoints" / "last.pt").is_file() and not overwrite else None
@@ -64,7 +65,7 @@ def summarize(run_dirs: list[Path], out: str | Path, *, name: str = "seeds",
     started = started or time.time()
     rows = []
     for d in run_dirs:
-        meta = json.loads((Path(d) / "run.json").read_text())
+        meta = json.loads((Path(d) / RUN_JSON).read_text())
         seed = _seed_of(Path(d))
         rows.append({"seed": seed, "run_dir": str(d), "selected_epoch": meta.get("best_epoch"),
                      **{k: (meta.get("metrics") or {}).get(k) for k in METRICS}})
@@ -81,7 +82,7 @@ def summarize(run_dirs: list[Path], out: str | Path, *, name: str = "seeds",
                "runs": [str(d) for d in run_dirs]}
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_text(out_dir / "summary.csv", table.to_csv(index=False))
-    histories = [pd.read_csv(Path(d) / "history.csv") for d in run_dirs if (Path(d) / "history.csv").is_file()]
+    histories = [pd.read_csv(Path(d) / HISTORY_CSV) for d in run_dirs if (Path(d) / HISTORY_CSV).is_file()]
     if histories:
         plot_seed_curves(histories, out_dir / "curves_seeds.png", title=f"{name}: {len(histories)} seeds")
     write_run_json(out_dir, "seeds", f"{name}_seeds", started, n_seeds=len(rows), runs=summary["runs"],

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imagenette_lab.runrecord import STAGE_JSON as RECORD  # the run-directory layout lives there
 from imagenette_lab.utils import atomic_write_json
 
-RECORD = "stage.json"
 TRASH = ".replaced"  # under OUT: old stage folders waiting for their replacement to finish
 
 

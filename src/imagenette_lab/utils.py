@@ -7,7 +7,6 @@ import os
 import platform
 import random
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -94,20 +93,10 @@ def hardware() -> dict[str, Any]:
 def write_run_json(
     out_dir: str | Path, kind: str, name: str, started: float, **extra: Any
 ) -> dict[str, Any]:
-    """Mark a stage complete: `run.json` is written last, so its presence means the stage finished."""
-    meta = {
-        "kind": kind,
-        "name": name,
-        "status": "complete",
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "finished": now_iso(),
-        "wall_time_s": round(time.time() - started, 2),
-        "versions": versions(),
-        "hardware": hardware(),
-        **extra,
-    }
-    atomic_write_json(Path(out_dir) / "run.json", meta)
-    return meta
+    """Mark a stage complete (run.json written last); the schema lives in `runrecord`."""
+    from imagenette_lab.runrecord import write_run_json as write
+
+    return write(out_dir, kind, name, started, **extra)
 
 
 def seed_everything(seed: int) -> None:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from imagenette_lab import metrics as M
+from imagenette_lab import runrecord as rr
 from imagenette_lab.data.classes import display_name, imagenet_indices, imagenet_labels, load_class_map
 from imagenette_lab.data.dataset import index_split
 from imagenette_lab.data.transforms import eval_transform
@@ -34,7 +35,7 @@ from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_o
 log = logging.getLogger(__name__)
 
 NUM_IMAGENET = 1000
-VARIANTS = ("restricted", "imagenet1000")
+VARIANTS = rr.ZERO_SHOT_VARIANTS
 
 
 @dataclass
@@ -113,11 +114,14 @@ def run_zero_shot(
     limit_per_class: int = 0,
     holdout_per_class: int = 20,
     explain: bool = True,
+    role: str | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json.
 
     holdout_per_class: seeded train images per class scored into `out/holdout/` (the temperature of
     the restricted variant's calibration is fitted on them; 0 = none). explain: Grad-CAM figures.
+    role/stage: what `reproduce` ran this as (recorded in run.json for the report).
     """
     started = time.time()
     if limit_per_class < 0:
@@ -146,14 +150,14 @@ def run_zero_shot(
 
     results: dict[str, dict[str, Any]] = {}
     results["restricted"] = preds.restrict().save(
-        out_dir / "restricted", title=f"{model} zero-shot, restricted to {len(names)} classes")
+        out_dir / rr.RESTRICTED, title=f"{model} zero-shot, restricted to {len(names)} classes")
     _calibrate_and_explain(out_dir, root, split, index, net, dcfg, preds.restrict(), class_idx=class_idx,
                            holdout_per_class=holdout_per_class, explain=explain, model=model,
                            infer_kw=dict(batch_size=batch_size, workers=workers, device=dev, amp=amp,
                                          channels_last=channels_last, draft=draft))
     # Top-5 of the 1000-way view is ImageNet top-5: the true class among all 1000 outputs' top 5.
     results["imagenet1000"] = m1000 = preds.save(
-        out_dir / "imagenet1000", title=f"{model} zero-shot, 1000-way argmax",
+        out_dir / rr.IMAGENET1000, title=f"{model} zero-shot, 1000-way argmax",
         extra_columns={
             "imagenet_index": zs.top1_imagenet.tolist(),
             "imagenet_label": [labels_1000[i] for i in zs.top1_imagenet],
@@ -162,7 +166,7 @@ def run_zero_shot(
 
     skipped = [{"path": s.path, "reason": s.reason} for s in index.skipped]
     skipped += [{"path": p, "reason": "could not be decoded"} for p in preds.meta["skipped"]]
-    _write_predictions(out_dir / "predictions.csv", paths, y_true, zs, names, labels_1000)
+    _write_predictions(out_dir / rr.PREDICTIONS_CSV, paths, y_true, zs, names, labels_1000)
 
     combined = {
         **results,
@@ -183,7 +187,7 @@ def run_zero_shot(
         "n_skipped": len(skipped),
         "skipped": skipped,
     }
-    atomic_write_json(out_dir / "metrics.json", combined)
+    atomic_write_json(out_dir / rr.METRICS_JSON, combined)
     atomic_write_text(out_dir / "summary.txt", _summary_text(combined))
     log.info(
         "zero-shot %s on %d images: %.1f s, %.1f img/s; restricted acc %.4f macro-F1 %.4f; "
@@ -193,8 +197,11 @@ def run_zero_shot(
         m1000["accuracy"], m1000["macro_f1"], m1000["other_predictions"], len(skipped),
     )
     write_run_json(
-        out_dir, "zero_shot", f"zero_shot_{model}", started,
-        model=model, weights=weights, weights_file=combined["weights_file"],
+        out_dir, "zero_shot", f"zero_shot_{model}", started, role=role, stage=stage,
+        **rr.describe_eval(model=model, weights=weights, weights_file=weights_file, img_size=size,
+                           root=root, split=split, classes=index.classes, n=preds.n,
+                           limit_per_class=limit_per_class),
+        weights=weights, weights_file=combined["weights_file"],
         metrics={v: _summary(results[v]) for v in VARIANTS},
         images_per_s=combined["images_per_s"], n_images=preds.n, n_skipped=len(skipped),
     )
@@ -221,7 +228,7 @@ def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: A
         if h.n:
             holdout_dir = out_dir / HOLDOUT_DIR
             save_logits(holdout_dir, h.logits, h.targets, h.indices, h.paths, h.class_names)
-    diagnose_eval(out_dir / "restricted", net, dcfg, restricted.logits, restricted.targets, restricted.paths,
+    diagnose_eval(out_dir / rr.RESTRICTED, net, dcfg, restricted.logits, restricted.targets, restricted.paths,
                   restricted.class_names, holdout_dir=holdout_dir, explain=explain,
                   title=f"{model} zero-shot, restricted", output_index=class_idx)
 

@@ -50,3 +50,31 @@ def test_screenshot_is_non_trivial(report, tmp_path: Path) -> None:
         # Mostly white page, but far from all white.
         white = sum(c for c, px in colours if px == (255, 255, 255))
         assert 0.2 < white / (1280 * 2000) < 0.98
+
+
+NARROW_PROBE = """<script>
+window.addEventListener('load', function () {
+  var t = document.querySelector('table.compare'), box = t.parentElement;
+  var p = document.createElement('p');
+  p.id = 'width-probe';
+  p.textContent = 'WIDTHS ' + document.documentElement.scrollWidth + ' ' + window.innerWidth + ' ' +
+                  t.scrollWidth + ' ' + box.clientWidth;
+  document.body.appendChild(p);
+});
+</script>"""
+
+
+def test_comparison_table_fits_an_800_px_window(report, tmp_path: Path) -> None:
+    """At 800 px the page never scrolls sideways and the comparison table fits without its scrollbar."""
+    import re
+
+    browser = find_chromium()
+    html, _ = report
+    probe = tmp_path / "narrow.html"
+    probe.write_text(html.read_text().replace("</body>", NARROW_PROBE + "\n</body>", 1))
+    proc = run_chromium(browser, tmp_path, "--window-size=800,1200", "--dump-dom", probe.as_uri())
+    m = re.search(r"WIDTHS (\d+) (\d+) (\d+) (\d+)", proc.stdout)
+    assert m, proc.stderr[-1500:]
+    page, window, table, box = map(int, m.groups())
+    assert window == 800 and page <= window
+    assert table <= box + 1, f"comparison table {table} px in a {box} px column"

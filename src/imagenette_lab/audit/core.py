@@ -27,6 +27,7 @@ from imagenette_lab.audit import duplicates as dup
 from imagenette_lab.audit import embed, gallery, labels, odd, scan
 from imagenette_lab.data.classes import display_name
 from imagenette_lab.data.dataset import SplitIndex, check_root, find_classes, index_split
+from imagenette_lab.runrecord import RUN_JSON
 from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_out_dir, write_run_json
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
 
     root = check_root(cfg.root)
     out = prepare_out_dir(cfg.out)
-    (out / "run.json").unlink(missing_ok=True)  # a stale one would claim an interrupted rerun finished
+    (out / RUN_JSON).unlink(missing_ok=True)  # a stale one would claim an interrupted rerun finished
     scan.require_imagehash()
     if cfg.label_check:
         labels.require_cleanlab()

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from imagenette_lab.errors import UserError
+from imagenette_lab.runrecord import RUN_JSON
 
 
 def read_audit(audit_dir: str | Path) -> dict[str, Any] | None:
     """The summary of a complete audit in `audit_dir` (run.json kind "audit" present), else None."""
     d = Path(audit_dir)
     try:
-        run = json.loads((d / "run.json").read_text())
+        run = json.loads((d / RUN_JSON).read_text())
         summary = json.loads((d / "summary.json").read_text())
     except (OSError, ValueError):
         return None

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from imagenette_lab.errors import UserError
+from imagenette_lab.runrecord import BEST, CHECKPOINTS, LAST, PREV  # noqa: F401 - the run layout lives there
 from imagenette_lab.utils import atomic_write_bytes, safe_torch_load
 
 log = logging.getLogger(__name__)
 
 FORMAT = "imagenette-lab/checkpoint"
 VERSION = 1
-LAST, BEST, PREV = "last.pt", "best.pt", "last.pt.prev"
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -65,7 +65,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- save / load
 def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
 
 
 def serialize(state: dict[str, Any]) -> bytes:

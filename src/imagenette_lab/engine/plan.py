@@ -12,6 +12,7 @@ from imagenette_lab.config import ModelConfig, RunConfig, load_config
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, find_resume_checkpoint, parse_keep
 from imagenette_lab.errors import UserError
+from imagenette_lab.runrecord import CURVES, HISTORY_CSV, HISTORY_JSONL, RUN_JSON
 from imagenette_lab.utils import prepare_out_dir
 
 log = logging.getLogger(__name__)
@@ -100,14 +101,14 @@ def prepare_run_dir(cfg: RunConfig, resume: str | Path | None, overwrite: bool) 
         return prepare_out_dir(resume)
     run_dir = Path(cfg.out_dir).expanduser() / cfg.name
     cdir = checkpoint_dir(run_dir)
-    if (cdir / LAST).exists() or (cdir / BEST).exists() or (run_dir / "run.json").exists():
+    if (cdir / LAST).exists() or (cdir / BEST).exists() or (run_dir / RUN_JSON).exists():
         if not overwrite:
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                             "start over with --overwrite, or pick another name/--out")
         if dist.is_main():
             log.warning("starting over: replacing the run in %s", run_dir)
-            (run_dir / "run.json").unlink(missing_ok=True)  # first: the dir is no longer 'complete'
+            (run_dir / RUN_JSON).unlink(missing_ok=True)  # first: the dir is no longer 'complete'
             shutil.rmtree(cdir, ignore_errors=True)
-            for name in ("history.csv", "history.jsonl", "curves.png"):
+            for name in (HISTORY_CSV, HISTORY_JSONL, CURVES):
                 (run_dir / name).unlink(missing_ok=True)
     return prepare_out_dir(run_dir)

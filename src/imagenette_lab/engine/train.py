@@ -57,6 +57,7 @@ from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part o
 )
 from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.engine.task import TrainTask
+from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
@@ -169,12 +170,12 @@ class Trainer:
             return
         import pandas as pd
 
-        atomic_write_text(self.run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
-        atomic_write_text(self.run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+        atomic_write_text(self.run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_write_text(self.run_dir / rr.HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False))
         if plot:
             from imagenette_lab.plots import plot_history
 
-            plot_history(self.history, self.run_dir / "curves.png", title=self.cfg.name)
+            plot_history(self.history, self.run_dir / rr.CURVES, title=self.cfg.name)
 
     # ------------------------------------------------------------------ feature cache
     def features(self) -> tuple[feat.Features, feat.Features]:
@@ -190,7 +191,7 @@ class Trainer:
         out = []
         for split, index, tfs in (("train", self.full_train_index, views), ("val", self.val_index, views[:1])):
             f = feat.load_or_extract(
-                self.run_dir / "features", split, {**meta, "split": feat.split_fingerprint(index)}, aug,
+                self.run_dir / rr.FEATURES, split, {**meta, "split": feat.split_fingerprint(index)}, aug,
                 self.model, index, tfs, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
                 device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
                 desc=f"features {split}", source=self.source)
@@ -394,12 +395,12 @@ class Trainer:
                       desc="eval", meta=info, **kw)
         for p in preds.meta["skipped"]:
             self.skipped.setdefault(p, "could not be decoded")
-        metrics = preds.save(self.run_dir / "eval", title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
+        metrics = preds.save(self.run_dir / rr.EVAL, title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
         metrics["eval_images_per_s"] = preds.meta["images_per_s"]
         if self.holdout_index is not None:
             held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
                          desc="holdout", meta=info, **kw)
-            held.save(self.run_dir / "holdout", gallery_n=0, title=f"{c.name} holdout (selection split)")
+            held.save(self.run_dir / rr.HOLDOUT, gallery_n=0, title=f"{c.name} holdout (selection split)")
             for p in held.meta["skipped"]:
                 self.skipped.setdefault(p, "could not be decoded")
         # calibration.json/reliability.png (T fitted on <run>/holdout/) and the Grad-CAM figures.
@@ -433,7 +434,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
         log.info("resuming %s from %s (epoch %d, step %d)", resume, ckpt_path, ckpt["epoch"], ckpt.get("step", 0))
     run_dir = prepare_run_dir(cfg, resume, overwrite)
     if dist.is_main():
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / rr.CONFIG)
     with StopRequest() as stop:
         trainer = Trainer(cfg, run_dir, ckpt, stop, hooks)
         try:
@@ -476,6 +477,9 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
         "skipped": [{"path": p, "reason": r} for p, r in sorted(trainer.skipped.items())],
         "probe": trainer.probe,
         "resumed": resume is not None,
+        **rr.describe_train(cfg, n_train=len(trainer.train_index), n_val=len(trainer.val_index),
+                            classes=trainer.classes, epochs_run=trainer.epoch, best=trainer.best,
+                            selection=sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos))),
     }
     meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
     return {**meta, "status": "complete", "exit_code": 0, "rank": dist.rank()}

@@ -1,85 +1,63 @@
 """Find run directories and read what each holds into the objects in `display`.
 
-Nothing here trusts a run directory to be complete: every file is optional, an unreadable or
-malformed one becomes a note in `Run.problems`, an absent expected one an entry in `Run.missing`.
-A directory is a *stage* (analysis, zero-shot, train, or a bare evaluation bundle) when its
-`run.json` names the kind or its files give it away; otherwise its sub-directories are searched,
-one level down, so a `reproduce` output folder can be passed as a whole.
+What a run *is* (kind, experiment role, our model, its settings) comes from its `run.json`, read
+through `imagenette_lab.runrecord`. A directory without one is an unfinished stage: its files
+(history.csv, metrics.json ...) still show what kind it was meant to be, so what it holds is shown
+with a list of what is missing, but it claims no role. Nothing here trusts a run directory to be
+complete: an unreadable file becomes a note in `Run.problems`, an absent expected one an entry in
+`Run.missing`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import yaml
-
+from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
+from imagenette_lab.report import describe as D
 from imagenette_lab.report.display import (
-    MAX_TABLE_ROWS,
     Run,
     Skipped,
-    Table,
     Variant,
-    draw_curves,
-    embed_image,
-    flatten,
-    fmt_bytes,
+    folder_pictures,
     fmt_number,
     fmt_seconds,
-    folder_pictures,
+    flatten,
     frame_table,
     is_number,
     read_csv,
     read_json,
 )
-from imagenette_lab.report.study import add_study_f1, with_study_counts
+from imagenette_lab.report.study import add_study_f1
 
-KINDS = ("analysis", "zero_shot", "train")
+KINDS = ("analysis", "zero_shot", "train", "evaluate", "audit", "seeds")
 
-# Files that give a directory's stage away when its run.json does not say (or is absent).
-ANALYSIS_MARKERS = (
-    "class_counts.csv", "class_counts.md", "class_counts.png", "class_percentages.png",
-    "filesize_stats.csv", "filesize_box.png", "image_stats.csv",
-)
-TRAIN_MARKERS = ("history.csv", "curves.png", "checkpoints", "eval", "config.yaml")
-ZERO_SHOT_MARKERS = ("restricted", "imagenet1000")
-EVAL_MARKERS = ("metrics.json", "classification_report.csv")
+# Files that tell what an unfinished directory (no run.json) was meant to be.
+ANALYSIS_MARKERS = ("class_counts.csv", "class_counts.png", "filesize_stats.csv", "image_stats.csv")
+TRAIN_MARKERS = (rr.HISTORY_CSV, rr.CURVES, rr.CHECKPOINTS, rr.EVAL, rr.CONFIG)
+EVAL_MARKERS = (rr.METRICS_JSON, rr.CLASSIFICATION_REPORT)
 
-# Files a finished stage writes; any that are absent are listed as missing in the report.
-ANALYSIS_EXPECTED = (
-    "class_counts.csv", "class_counts.png", "class_percentages.png",
-    "filesize_stats.csv", "filesize_box.png", "summary.json",
-)
-VARIANT_EXPECTED = (
-    "metrics.json", "classification_report.csv", "confusion_matrix.png",
-    "confusion_matrix_normalized.png", "top_losses.png", "most_confused.csv",
-)
-TRAIN_EXPECTED = (
-    "config.yaml", "history.csv", "curves.png", "checkpoints/best.pt", "checkpoints/last.pt",
-)
+# Files a finished run writes; any that are absent are listed as missing in the report.
+ANALYSIS_EXPECTED = ("class_counts.csv", "class_counts.png", "class_percentages.png",
+                     "filesize_stats.csv", "filesize_box.png", rr.SUMMARY_JSON)
+VARIANT_EXPECTED = (rr.METRICS_JSON, rr.CLASSIFICATION_REPORT, "confusion_matrix.png",
+                    "confusion_matrix_normalized.png", rr.TOP_LOSSES, rr.MOST_CONFUSED)
+TRAIN_EXPECTED = (rr.CONFIG, rr.HISTORY_CSV, rr.CURVES, f"{rr.CHECKPOINTS}/{rr.BEST}",
+                  f"{rr.CHECKPOINTS}/{rr.LAST}")
 
-ZERO_SHOT_VARIANTS = {
-    "restricted": "10-way: argmax over the dataset's classes only",
-    "imagenet1000": "1000-way: argmax over all ImageNet classes (an answer outside the dataset's classes is an error)",
+VARIANT_TITLES = {
+    rr.RESTRICTED: "10-way: the most likely of the dataset's classes",
+    rr.IMAGENET1000: "1000-way: the most likely of all ImageNet classes (one outside the dataset's is an error)",
+    rr.EVAL: "Evaluation of the reported checkpoint",
 }
 HEADLINE = (
-    ("accuracy", "Accuracy"),
-    ("top5_accuracy", "Top-5 accuracy"),
-    ("macro_precision", "Macro precision"),
-    ("macro_recall", "Macro recall"),
-    ("macro_f1", "Macro F1"),
-    ("weighted_precision", "Weighted precision"),
-    ("weighted_recall", "Weighted recall"),
-    ("weighted_f1", "Weighted F1"),
-    ("mean_loss", "Mean loss"),
-    ("other_predictions", "Predictions outside the classes"),
-    ("n", "Images evaluated"),
+    ("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("macro_precision", "Macro precision"),
+    ("macro_recall", "Macro recall"), ("top5_accuracy", "Top-5 accuracy"), ("mean_loss", "Mean loss"),
+    ("other_predictions", "Answers outside the classes"), ("n", "Images evaluated"),
 )
-COUNT_KEYS = ("n", "other_predictions")  # headline values shown as whole numbers
+COUNT_KEYS = ("n", "other_predictions")
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -96,49 +74,41 @@ def _children(d: Path) -> list[Path]:
         return []
 
 
-def _peek_json(path: Path) -> Any:
-    """JSON read only to classify a directory: a bad file is left for the loaders to report."""
+def _peek_kind(d: Path) -> str | None:
     try:
-        return json.loads(path.read_text())
+        meta = json.loads((d / rr.RUN_JSON).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+    return meta.get("kind") if isinstance(meta, dict) and isinstance(meta.get("kind"), str) else None
 
 
 def stage_kind(d: Path) -> str | None:
-    """The stage a directory holds, from run.json or its files; None when nothing is recognisable."""
-    meta = _peek_json(d / "run.json")
-    if isinstance(meta, dict) and meta.get("kind") in KINDS:
-        return meta["kind"]
-    if any((d / v).is_dir() for v in ZERO_SHOT_MARKERS):
+    """The kind a directory holds: run.json's, else (unfinished) what its files show; None: nothing."""
+    kind = _peek_kind(d)
+    if kind in KINDS:
+        return kind
+    if kind is None and any((d / v).is_dir() for v in rr.ZERO_SHOT_VARIANTS):
         return "zero_shot"
-    metrics = _peek_json(d / "metrics.json")
-    if isinstance(metrics, dict) and any(k in metrics for k in ZERO_SHOT_MARKERS):
-        return "zero_shot"
-    if _has(d, ANALYSIS_MARKERS):
+    if kind is None and _has(d, ANALYSIS_MARKERS):
         return "analysis"
-    if _has(d, TRAIN_MARKERS):
+    if kind is None and _has(d, TRAIN_MARKERS):
         return "train"
-    if _has(d, EVAL_MARKERS):
+    if kind is None and _has(d, EVAL_MARKERS):
         return "evaluation"
-    if (d / "run.json").is_file():
+    if (d / rr.RUN_JSON).is_file():
         return "other"
     return None
 
 
 def discover(paths: list[str | Path]) -> tuple[list[tuple[Path, str, str]], list[Skipped], dict | None]:
-    """Expand the user's paths into stage directories.
-
-    Returns ([(dir, label, kind)], missing, container_meta). A path that does not exist is a
-    UserError; one with no recognisable content is reported as missing, not fatal.
-    """
+    """Expand the user's paths into run directories: [(dir, label, kind)], missing, container run.json."""
     found: list[tuple[Path, str, str]] = []
     missing: list[Skipped] = []
     container_meta: dict | None = None
     seen: set[Path] = set()
 
     def add(d: Path, label: str, kind: str) -> None:
-        # The same stage may be passed twice (itself and its parent): report it once.
-        if d.resolve() not in seen:
+        if d.resolve() not in seen:  # the same run passed twice (itself and its parent): once
             seen.add(d.resolve())
             found.append((d, label, kind))
 
@@ -146,7 +116,7 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[Path, str, str]], list
         p = Path(raw).expanduser()
         if not p.exists():
             raise UserError(f"run directory {p} does not exist")
-        if p.is_file() and p.name == "run.json":
+        if p.is_file() and p.name == rr.RUN_JSON:
             p = p.parent
         if not p.is_dir():
             raise UserError(f"{p} is not a directory (pass run directories or a folder holding them)")
@@ -156,236 +126,144 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[Path, str, str]], list
             continue
         stages = [(c, k) for c in _children(p) if (k := stage_kind(c)) is not None]
         if stages:
-            if kind == "other":  # e.g. reproduce's own run.json, shown once at the end of the report
-                container_meta = _peek_json(p / "run.json")
+            if kind == "other":  # e.g. a pipeline's own run.json, shown once at the end
+                meta = read_json(Run(p, ""), p / rr.RUN_JSON)
+                container_meta = meta if isinstance(meta, dict) else None
             for c, k in stages:
                 add(c, f"{p.resolve().name}/{c.name}", k)
-        elif kind == "other":  # a run.json of some other kind and nothing below it: show what is there
+        elif kind == "other":
             add(p, p.resolve().name, kind)
         else:
             missing.append(Skipped(str(p), "no run files (run.json, metrics, analysis tables...) here or one level down"))
     return found, missing, container_meta
 
 
-# ----------------------------------------------------------------------------- loaders
+# ----------------------------------------------------------------------------- shared loaders
 
 
-def _note_missing(run: Run, folder: Path, names: tuple[str, ...], prefix: str = "") -> None:
-    for n in names:
-        if not (folder / n).exists():
-            run.missing.append(f"{prefix}{n}")
+def note_missing(run: Run, folder: Path, names: tuple[str, ...], prefix: str = "") -> None:
+    run.missing += [f"{prefix}{n}" for n in names if not (folder / n).exists()]
 
 
-def _class_column(df: pd.DataFrame) -> pd.DataFrame:
+def class_column(df):
     """A CSV written with its index has an unnamed first column: that index is the class."""
     first = df.columns[0]
     return df.rename(columns={first: "class"}) if first.startswith("Unnamed") else df
 
 
-def _report_table(df: pd.DataFrame, experiment: str | None) -> Table:
-    df = _class_column(df.copy())
-    add_study_f1(df, experiment)
-    cap = "Per-class precision, recall, F1 (sklearn classification report)"
+def _report_table(df, metrics: dict[str, Any], role: str | None, comparable: bool):
+    import pandas as pd
+
+    df = class_column(df.copy())
+    recall_ci = (metrics.get("ci") or {}).get("per_class_recall") if isinstance(metrics.get("ci"), dict) else None
+    if isinstance(recall_ci, dict) and "class" in df.columns:
+        df["recall CI"] = [D.fmt_interval(recall_ci.get(str(c))) for c in df["class"]]
+    if comparable:
+        add_study_f1(df, role)
+    if "support" in df.columns:
+        df["support"] = pd.to_numeric(df["support"], errors="coerce").astype("Int64")
+    cap = "Per class: precision, recall, F1"
     if "study F1" in df.columns:
         cap += "; study F1 from its per-class figure"
     return frame_table(df, cap, max_rows=1100)
 
 
-def load_variant(run: Run, folder: Path, key: str, title: str, fallback: dict | None = None,
-                 prefix: str = "") -> Variant:
-    v = Variant(key, title)
-    m = read_json(run, folder / "metrics.json")
-    if not isinstance(m, dict):
-        m = fallback if isinstance(fallback, dict) else {}
-    v.metrics = m
-    v.headline = [(label, fmt_number(int(m[key])) if key in COUNT_KEYS else f"{float(m[key]):.4f}")
-                  for key, label in HEADLINE if is_number(m.get(key))]
-    df = read_csv(run, folder / "classification_report.csv")
+def load_variant(run: Run, folder: Path, key: str, fallback: dict | None = None, prefix: str = "") -> Variant:
+    from imagenette_lab.report.extras import add_eval_extras
+
+    v = Variant(key, VARIANT_TITLES.get(key, key.replace("_", " ").capitalize()))
+    m = read_json(run, folder / rr.METRICS_JSON)
+    v.metrics = m if isinstance(m, dict) else (fallback if isinstance(fallback, dict) else {})
+    for k, label in HEADLINE:
+        val = v.metrics.get(k)
+        if not is_number(val):
+            continue
+        text = fmt_number(int(val)) if k in COUNT_KEYS else D.fmt_ci(val, D.metric_ci(v.metrics, k), 3)
+        v.headline.append((label, text))
+    df = read_csv(run, folder / rr.CLASSIFICATION_REPORT)
     if df is not None and len(df.columns):
-        v.report = _report_table(df, run.experiment)
-    elif isinstance(m.get("per_class"), dict) and m["per_class"]:
-        rows = [{"class": k, **(val if isinstance(val, dict) else {})} for k, val in m["per_class"].items()]
-        v.report = _report_table(pd.DataFrame(rows), run.experiment)
-    mc = read_csv(run, folder / "most_confused.csv")
+        v.report = _report_table(df, v.metrics, run.experiment, run.comparable)
+    mc = read_csv(run, folder / rr.MOST_CONFUSED)
     if mc is not None and len(mc):
-        v.confused = frame_table(mc, "Most confused pairs (true -> predicted)", max_rows=15)
+        if "predicted" in mc.columns:  # metrics.other_name: an answer outside the evaluated classes
+            mc["predicted"] = ["a class outside the set" if str(x) in ("other", "(other)") else x
+                               for x in mc["predicted"]]
+        if "fraction_of_true" in mc.columns:  # a share reads better as a percentage
+            mc["fraction_of_true"] = [f"{100 * x:.1f} %" if is_number(x) else "" for x in mc["fraction_of_true"]]
+        v.confused = frame_table(mc, "Most confused pairs (true → predicted)", max_rows=10)
     v.pictures = folder_pictures(run, folder, ("confusion_matrix.png", "confusion_matrix_normalized.png",
-                                               "top_losses.png"))
+                                               rr.TOP_LOSSES, rr.TOP_LOSSES_CAM, rr.GRADCAM_GRID,
+                                               rr.RELIABILITY_PNG))
+    add_eval_extras(run, v, folder)
     if folder.is_dir():
-        _note_missing(run, folder, VARIANT_EXPECTED, prefix)
+        note_missing(run, folder, VARIANT_EXPECTED, prefix)
     else:
         run.missing.append(f"{prefix.rstrip('/') or folder.name}/ (whole folder)")
     return v
 
 
 def _load_meta(run: Run) -> None:
-    meta = read_json(run, run.path / "run.json")
-    if meta is None:
-        if not (run.path / "run.json").exists():
-            run.missing.append("run.json (stage did not finish?)")
-        return
-    if not isinstance(meta, dict):
-        run.problems.append("run.json: not a JSON object")
-        return
-    run.meta = meta
-    status = meta.get("status")
-    if status != "complete":
-        run.problems.append(f"run.json status is {status!r}, not 'complete'")
-    rows: list[tuple[str, str]] = []
-    for k in ("name", "kind", "status", "started", "finished"):
-        if meta.get(k) is not None:
-            rows.append((k, str(meta[k])))
-    if meta.get("wall_time_s") is not None:
-        rows.append(("wall time", fmt_seconds(meta["wall_time_s"])))
-    for section in ("versions", "hardware"):
-        if isinstance(meta.get(section), dict):
-            rows += [(f"{section}.{k}", fmt_number(v)) for k, v in flatten(meta[section])]
-    run.meta_rows = rows
-    shown = {"name", "kind", "status", "started", "finished", "wall_time_s", "versions", "hardware"}
-    extra = {k: v for k, v in meta.items() if k not in shown}
-    if extra:
-        run.extra_json = json.dumps(extra, indent=2, default=str)
-
-
-def _load_analysis(run: Run) -> None:
-    d = run.path
-    df = read_csv(run, d / "class_counts.csv")
-    if df is not None and len(df.columns):
-        run.tables.append(frame_table(with_study_counts(df),
-                                      "Images per class (count and % of split); study = its Table 1",
-                                      max_rows=1000))
-    for name, caption, max_rows in (("filesize_stats.csv", "File size per class (bytes)", 1000),
-                                    ("image_stats.csv", "Image statistics", MAX_TABLE_ROWS)):
-        df = read_csv(run, d / name)
-        if df is not None and len(df.columns):
-            run.tables.append(frame_table(_class_column(df), caption, max_rows=max_rows))
-    df = read_csv(run, d / "unreadable.csv")
-    if df is not None:
-        cap = f"Unreadable files skipped by the analysis: {len(df):,}"
-        if len(df):
-            run.tables.append(frame_table(df, cap, max_rows=30))
-        else:
-            run.info.append(("unreadable files", "0"))
-    summary = read_json(run, d / "summary.json")
-    if isinstance(summary, dict) and summary:
-        # Per-class maps (counts...) repeat the tables above: summarised, not listed.
-        pairs = flatten(summary, max_items=8)
-        run.tables.append(Table(["key", "value"], [[k, fmt_number(v)] for k, v in pairs], [False, False],
-                                "Summary (summary.json)"))
-    run.pictures = folder_pictures(run, d, ("class_counts.png", "class_percentages.png", "filesize_box.png"))
-    _note_missing(run, d, ANALYSIS_EXPECTED)
-
-
-def _load_zero_shot(run: Run) -> None:
-    d = run.path
-    top = read_json(run, d / "metrics.json")
-    top = top if isinstance(top, dict) else {}
-    for key in ("model", "weights"):
-        if top.get(key) is not None:
-            run.info.append((key, str(top[key])))
-    if isinstance(top.get("images_per_s"), (int, float)):
-        run.info.append(("throughput", f"{top['images_per_s']:.1f} images/s"))
-    run.model = str(top.get("model") or (run.meta or {}).get("model") or "") or None
-    # Each variant lives in its own folder; an older layout kept them only inside metrics.json.
-    keys = [k for k in ZERO_SHOT_VARIANTS if (d / k).is_dir() or isinstance(top.get(k), dict)]
-    keys += [c.name for c in _children(d) if c.name not in keys and _has(c, EVAL_MARKERS)]
-    if not keys:
-        keys = list(ZERO_SHOT_VARIANTS)
-    for k in keys:
-        run.variants.append(load_variant(run, d / k, k, ZERO_SHOT_VARIANTS.get(k, k),
-                                         fallback=top.get(k), prefix=f"{k}/"))
-    _note_missing(run, d, ("metrics.json",))
-
-
-def _read_config(run: Run) -> None:
-    path = run.path / "config.yaml"
-    if not path.is_file():
+    path = run.path / rr.RUN_JSON
+    if not path.exists():
+        run.missing.append("run.json (stage did not finish?)")
         return
     try:
-        run.config_text = path.read_text()
-        cfg = yaml.safe_load(run.config_text)
-    except (OSError, UnicodeDecodeError) as e:
-        run.problems.append(f"config.yaml: unreadable ({e})")
+        rec = rr.read_run(run.path)
+    except UserError as e:
+        run.problems.append(str(e))
         return
-    except yaml.YAMLError as e:
-        run.problems.append(f"config.yaml: invalid YAML ({str(e).splitlines()[0]})")
-        return
-    if isinstance(cfg, dict):
-        run.config = cfg
-    else:
-        run.problems.append("config.yaml: not a YAML mapping")
+    run.record, run.meta = rec, rec.raw
+    if rec.status != "complete":
+        run.problems.append(f"run.json status is {rec.status!r}, not 'complete'")
+    if rec.legacy:
+        run.problems.append("run.json was written before run records had a format version and names no "
+                            "experiment role, so it is not set beside the study; rerun this stage to compare it")
+    rows: list[tuple[str, str]] = [(k, str(v)) for k, v in (("name", rec.name), ("kind", rec.kind),
+                                                             ("status", rec.status), ("started", rec.started),
+                                                             ("finished", rec.finished)) if v is not None]
+    if rec.wall_time_s is not None:
+        rows.append(("wall time", fmt_seconds(rec.wall_time_s)))
+    for section in ("versions", "hardware"):
+        rows += [(f"{section}: {k}", fmt_number(v)) for k, v in flatten(getattr(rec, section))]
+    run.meta_rows = rows
 
 
-def _load_train(run: Run) -> None:
-    d = run.path
-    meta = run.meta or {}
-    model_cfg = (run.config or {}).get("model")
-    if not isinstance(model_cfg, dict):
-        model_cfg = {}
-    run.model = str(meta.get("model") or model_cfg.get("name") or "") or None
-    if run.model:
-        run.info.append(("model", run.model))
-    if "pretrained" in model_cfg:
-        w = model_cfg.get("weights_file") or model_cfg.get("weights") or "default"
-        run.info.append(("init", f"ImageNet-pretrained ({w})" if model_cfg["pretrained"] else "random (from scratch)"))
-    if "freeze_base" in model_cfg:
-        run.info.append(("base", "frozen" if model_cfg["freeze_base"] else "trainable"))
-    for key, label in (("epochs_run", "epochs run"), ("best_epoch", "best epoch")):
-        if meta.get(key) is not None:
-            run.info.append((label, fmt_number(meta[key])))
-    if isinstance(meta.get("probe"), dict):
-        run.info += [(f"probe {k}", fmt_number(v)) for k, v in flatten(meta["probe"])]
-    hist = read_csv(run, d / "history.csv")
-    curves = embed_image(run, d / "curves.png")
-    if curves is None and hist is not None and len(hist):
-        curves = draw_curves(run, hist)
-    if curves is not None:
-        run.pictures.append(curves)
-    if hist is not None and len(hist.columns):
-        run.tables.append(frame_table(hist, "Per-epoch history", max_rows=200))
-    fallback = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else None
-    run.variants.append(load_variant(run, d / "eval", "eval", "Validation evaluation (eval/)",
-                                     fallback=fallback, prefix="eval/"))
-    ckpts = d / "checkpoints"
-    if ckpts.is_dir():
-        for p in sorted(ckpts.glob("*.pt")):
-            try:
-                run.info.append((f"checkpoint {p.name}", fmt_bytes(p.stat().st_size)))
-            except OSError:
-                pass
-    _note_missing(run, d, TRAIN_EXPECTED)
+def _incomplete_role(run: Run) -> str | None:
+    """An unfinished training run has no run.json, but its config.yaml records the role it was given."""
+    import yaml
 
-
-def train_experiment(run: Run) -> str | None:
-    """exp3 if the model started from ImageNet weights, exp2 if from scratch; else guessed by name."""
-    meta = run.meta or {}
-    for cfg in (run.config, meta.get("config")):  # config.yaml, then the copy in run.json
-        model = cfg.get("model") if isinstance(cfg, dict) else None
-        if isinstance(model, dict) and isinstance(model.get("pretrained"), bool):
-            return "exp3" if model["pretrained"] else "exp2"
-    names = f"{run.path.name} {meta.get('name', '')}".lower()
-    if re.search(r"exp[_\-\s]?2|scratch", names):
-        return "exp2"
-    if re.search(r"exp[_\-\s]?3|transfer|fine[_\-\s]?tun", names):
-        return "exp3"
-    return None
+    try:
+        cfg = yaml.safe_load((run.path / rr.CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    role = cfg.get("role") if isinstance(cfg, dict) else None
+    return role if role in rr.ROLES else None
 
 
 def load_run(path: Path, label: str, kind: str) -> Run:
+    from imagenette_lab.report import kinds
+    from imagenette_lab.report.summary import summarise
+
     run = Run(path=path, label=label, kind=kind)
     _load_meta(run)
-    if kind == "zero_shot":
-        run.experiment = "exp1"
-        _load_zero_shot(run)
+    rec = run.record
+    if rec is not None:
+        run.experiment = rec.role
+        run.comparable = rec.role is not None and rec.dataset.is_imagenette
+        run.model = rec.model.display or rec.model.name
+        run.settings = D.settings_items(rec, D.throughput_text(rec))
     elif kind == "train":
-        # The config decides the experiment, and the experiment picks the study's per-class column.
-        _read_config(run)
-        run.experiment = train_experiment(run)
-        _load_train(run)
-    elif kind == "analysis":
-        _load_analysis(run)
+        # Unfinished: no numbers to compare, but its row says the experiment was started.
+        run.experiment = _incomplete_role(run)
+        run.comparable = run.experiment is not None
+    run.title = D.title(rec, kind, label, run.experiment)
+    loader = {"analysis": kinds.load_analysis, "zero_shot": kinds.load_zero_shot, "train": kinds.load_train,
+              "evaluate": kinds.load_evaluate, "audit": kinds.load_audit, "seeds": kinds.load_seeds}.get(kind)
+    if loader is not None:
+        loader(run)
     elif _has(path, EVAL_MARKERS):  # a bare evaluation bundle
-        run.variants.append(load_variant(run, path, "evaluation", "Evaluation"))
+        run.variants.append(load_variant(run, path, "evaluation"))
     else:  # a run.json of a kind we do not know: show its images
         run.pictures = folder_pictures(run, path, ())
+    run.summary = summarise(run)
     return run

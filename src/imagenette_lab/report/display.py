@@ -27,9 +27,17 @@ IMAGE_TITLES = {
     "filesize_box.png": "File size per class",
     "confusion_matrix.png": "Confusion matrix (counts)",
     "confusion_matrix_normalized.png": "Confusion matrix (row-normalised)",
-    "top_losses.png": "Top losses (true / predicted)",
+    "top_losses.png": "Mistakes with the highest loss",
     "curves.png": "Learning curves",
+    "reliability.png": "Reliability diagram",
+    "gradcam_grid.png": "Grad-CAM: where the model looks (fixed sample per class)",
+    "top_losses_cam.png": "Mistakes with the highest loss, with Grad-CAM",
+    "gallery_cross_split.png": "Closest train / val pairs",
+    "gallery_label_issues.png": "Likely label errors",
 }
+# Figures that are rows of photos: shown one per line, full width, so their captions stay legible.
+WIDE_IMAGES = ("class_counts.png", "class_percentages.png", "top_losses.png", "top_losses_cam.png", "gradcam_grid.png", "gallery_cross_split.png",
+               "gallery_label_issues.png", "curves.png")
 
 
 # ----------------------------------------------------------------------------- value objects
@@ -42,6 +50,7 @@ class Picture:
     src: str  # data: URI
     width: int
     height: int
+    wide: bool = False  # a gallery: full width, one per line
 
 
 @dataclass
@@ -51,6 +60,7 @@ class Table:
     numeric: list[bool]
     caption: str = ""
     left_out: int = 0  # rows not shown
+    collapsed: bool = False  # long reference tables: shown folded
 
 
 @dataclass
@@ -64,6 +74,8 @@ class Variant:
     report: Table | None = None
     confused: Table | None = None
     pictures: list[Picture] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one-line facts under the headline (calibration...)
+    extra_tables: list[Table] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +97,12 @@ class Run:
     info: list[tuple[str, str]] = field(default_factory=list)  # key facts (model, weights, epochs...)
     meta_rows: list[tuple[str, str]] = field(default_factory=list)  # run.json metadata
     extra_json: str | None = None  # run.json fields not shown elsewhere
+    record: Any = None  # runrecord.RunRecord when run.json is readable
+    title: str = ""
+    settings: list[str] = field(default_factory=list)  # the settings line under every result
+    summary: list[str] = field(default_factory=list)  # "What this shows"
+    comparable: bool = False  # Imagenette with a study role: set beside the study's numbers
+    seed_members: list[str] = field(default_factory=list)  # seeds: the sibling runs it summarises
 
     @property
     def complete(self) -> bool:
@@ -164,13 +182,15 @@ def fmt_seconds(s: Any) -> str:
 
 
 def frame_table(df: pd.DataFrame, caption: str = "", max_rows: int = MAX_TABLE_ROWS) -> Table:
+    from imagenette_lab.report.describe import header
+
     left_out = max(0, len(df) - max_rows)
     shown = df.head(max_rows)
     numeric = [pd.api.types.is_numeric_dtype(shown[c]) and not pd.api.types.is_bool_dtype(shown[c])
                for c in shown.columns]
     formats = [_column_format(shown[c]) for c in shown.columns]
     rows = [[f(_py(v)) for f, v in zip(formats, rec)] for rec in shown.itertuples(index=False, name=None)]
-    return Table([str(c) for c in shown.columns], rows, numeric, caption, left_out)
+    return Table([header(str(c)) for c in shown.columns], rows, numeric, caption, left_out)
 
 
 def _column_format(col: pd.Series):
@@ -276,7 +296,7 @@ def embed_image(run: Run, path: Path) -> Picture | None:
         if smaller is not None and len(smaller) < 0.7 * len(data):
             data, mime = smaller, "image/jpeg"
     title = IMAGE_TITLES.get(path.name, path.stem.replace("_", " "))
-    return Picture(title, rel, _data_uri(mime, data), w, h)
+    return Picture(title, rel, _data_uri(mime, data), w, h, wide=path.name in WIDE_IMAGES)
 
 
 def _data_uri(mime: str, data: bytes) -> str:

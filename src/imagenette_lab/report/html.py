@@ -21,31 +21,41 @@ from imagenette_lab import __version__
 from imagenette_lab.errors import UserError
 from imagenette_lab.report.collect import discover, load_run
 from imagenette_lab.report.display import Run, fmt_number, fmt_seconds
-from imagenette_lab.report.study import EXPERIMENTS, STUDY_RESULTS, comparison_rows, exp1_note
+from imagenette_lab.report.extras import paired_tests
+from imagenette_lab.report.summary import comparison_summary
+from imagenette_lab.report.study import EXPERIMENTS, STUDY_RESULTS, comparison_rows, exp1_note, other_rows
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-KIND_ORDER = {"analysis": 0, "zero_shot": 1, "train": 2, "evaluation": 3, "other": 4}
-KIND_TITLES = {
-    "analysis": "Dataset analysis",
-    "zero_shot": "Zero-shot evaluation",
-    "train": "Training run",
-    "evaluation": "Evaluation",
-    "other": "Run",
-}
-VARIANT_LABELS = {"restricted": "10-way", "imagenet1000": "1000-way"}
+KIND_ORDER = {"analysis": 0, "audit": 1, "zero_shot": 2, "train": 3, "seeds": 4, "evaluate": 5, "evaluation": 5,
+              "other": 6}
+VARIANT_LABELS = {"restricted": "10-way", "imagenet1000": "1000-way", "eval": ""}
 
 
 def _order(run: Run, position: int) -> tuple:
     exp = EXPERIMENTS.index(run.experiment) if run.experiment in EXPERIMENTS else len(EXPERIMENTS)
-    return (0 if run.kind == "analysis" else 1, exp, KIND_ORDER.get(run.kind or "other", 9), position)
+    return (0 if run.kind in ("analysis", "audit") else 1, exp, KIND_ORDER.get(run.kind or "other", 9), position)
 
 
-def _section_title(run: Run) -> str:
-    if run.experiment:
-        return f"{STUDY_RESULTS[run.experiment]['title']} ({run.label})"
-    return f"{KIND_TITLES.get(run.kind or 'other', 'Run')}: {run.label}"
+def _paired(runs: list[Run], rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """McNemar tests between the compared runs' 10-way predictions (Exp 1 restricted, Exp 2, Exp 3)."""
+    from imagenette_lab import runrecord as rr
+
+    entries = []
+    for row in rows:
+        run = next((r for r in runs if r.anchor == row["anchor"]), None)
+        if run is None or row["variant"] == rr.IMAGENET1000:
+            continue
+        folder = run.path / (rr.RESTRICTED if row["variant"] == rr.RESTRICTED else rr.EVAL)
+        entries.append((row["experiment"].replace("exp", "Exp "), run, folder))
+    tests, notes = paired_tests(entries)
+    for row in rows:
+        label = (row["experiment"] or "").replace("exp", "Exp ")
+        marks = [t["b"] if t["a"] == label else t["a"] for t in tests
+                 if t["significant"] and label in (t["a"], t["b"]) and row["variant"] != "imagenet1000"]
+        row["significance"] = ", ".join(marks)
+    return tests, notes
 
 
 def _env() -> jinja2.Environment:
@@ -93,6 +103,9 @@ def markdown_path(out_html: Path) -> Path:
 def collect(run_dirs: list[str | Path]) -> tuple[list[Run], list[Any], dict | None]:
     found, missing, container_meta = discover(run_dirs)
     runs = [load_run(path, label, kind) for path, label, kind in found]
+    # The extra seeds of a multi-seed run are summarised in its seeds section, not shown one by one.
+    members = {m for r in runs for m in r.seed_members}
+    runs = [r for r in runs if str(r.path.resolve()) not in members]
     runs = [r for _, r in sorted(enumerate(runs), key=lambda t: _order(t[1], t[0]))]
     used: set[str] = set()
     for r in runs:
@@ -106,7 +119,8 @@ def collect(run_dirs: list[str | Path]) -> tuple[list[Run], list[Any], dict | No
     return runs, missing, container_meta
 
 
-def _markdown(runs: list[Run], rows: list[dict], missing: list[Any], html_name: str, generated: str) -> str:
+def _markdown(runs: list[Run], rows: list[dict], others: list[dict], tests: list[dict], missing: list[Any],
+              html_name: str, generated: str) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -118,49 +132,53 @@ def _markdown(runs: list[Run], rows: list[dict], missing: list[Any], html_name: 
         "",
         "## Our results vs the study",
         "",
-        "| Experiment | Our run | Accuracy | Study | Δ acc | Macro P | Macro R | Macro F1 | Study P / R / F1 | Δ F1 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Experiment (study's model) | Our run | Accuracy | Study | Δ acc | Macro F1 | Study F1 | Δ F1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        exp = f"{row['experiment'].replace('exp', 'Exp ')}: {row['title']}" if row["experiment"] else row["title"]
-        if row["run"]:
-            run = row["run"] + (f" ({VARIANT_LABELS.get(row['variant'], row['variant'])})" if row["variant"] else "")
-            run += f", {row['model']}" if row["model"] else ""  # ours, which may differ from the study's
-        else:
-            run = "not run"
-        o, s, d = row["ours"], row["study"], row["delta"]
-        study_prf = (" / ".join(_metric(s[k], 4 if row["experiment"] == "exp1" else 2)
-                                for k in ("macro_precision", "macro_recall", "macro_f1"))
-                     if s["accuracy"] is not None else "")
+        exp = f"{row['experiment'].replace('exp', 'Exp ')} (study: {row['title']})"
+        run = row["our_title"] or "not run"
+        if row["variant_label"]:
+            run += f" ({row['variant_label']})"
+        o, st, d = row["ours_text"], row["study"], row["delta"]
+        exp1 = row["experiment"] == "exp1"
         lines.append("| " + " | ".join(cell(x) for x in (
-            exp, run, _metric(o["accuracy"]), _metric(s["accuracy"]), _delta(d["accuracy"]),
-            _metric(o["macro_precision"]), _metric(o["macro_recall"]), _metric(o["macro_f1"]),
-            study_prf, _delta(d["macro_f1"]) if row["experiment"] != "exp1" else "n/a",
+            exp, run, o["accuracy"], _metric(st["accuracy"]), _delta(d["accuracy"]), o["macro_f1"],
+            _metric(st["macro_f1"], 4 if exp1 else 2), "n/a" if exp1 else _delta(d["macro_f1"]),
         )) + " |")
     lines += ["", f"> **Exp 1 note.** {exp1_note()}", ""]
+    if tests:
+        lines += ["Paired tests (McNemar exact, Holm-corrected across the pairs):", ""]
+        lines += [f"- {t['a']} vs {t['b']}: only {t['a']} right {t['a_only']}, only {t['b']} right {t['b_only']}, "
+                  f"p = {t['p']:.3g}, Holm p = {t['p_holm']:.3g}{' (significant at 0.05)' if t['significant'] else ''}"
+                  for t in tests]
+        lines.append("")
+    if others:
+        lines += ["## Other runs (not compared with the study)", ""]
+        lines += [f"- {cell(r['our_title'])}{cell(' (' + r['variant_label'] + ')' if r['variant_label'] else '')}: accuracy {r['ours_text']['accuracy']}, macro F1 {r['ours_text']['macro_f1']}"
+                  for r in others]
+        lines.append("")
     lines += ["## Runs", ""]
     for r in runs:
         status = "complete" if r.complete else "INCOMPLETE"
-        bits = [f"{KIND_TITLES.get(r.kind or 'other', 'run').lower()}", status]
-        if r.model:
-            bits.append(r.model)
-        if r.meta and r.meta.get("wall_time_s") is not None:
-            bits.append(f"wall time {fmt_seconds(r.meta['wall_time_s'])}")
-        lines.append(f"- **{cell(r.label)}** ({', '.join(cell(b) for b in bits)})")
+        lines.append(f"### {cell(r.title)}" + ("" if r.title.endswith("(unfinished)") else f" ({status})"))
+        lines.append("")
+        if r.settings:
+            lines.append(cell(" · ".join(r.settings)))
+            lines.append("")
         for v in r.variants:
-            if v.headline:
-                shown = [f"{k.lower()} {val}" for k, val in v.headline
-                         if k in ("Accuracy", "Macro F1", "Top-5 accuracy", "Images evaluated")]
-                lines.append(f"  - {cell(VARIANT_LABELS.get(v.key, v.key))}: {', '.join(shown)}")
-        for k, val in r.info:
-            if k in ("best epoch", "epochs run") or k.startswith("probe"):
-                lines.append(f"  - {cell(k)}: {cell(val)}")
+            shown = [f"{k.lower()} {val}" for k, val in v.headline if k in ("Accuracy", "Macro F1", "Images evaluated")]
+            if shown:
+                label = v.title.split(":")[0] if ":" in v.title else ""
+                lines.append(f"- {cell(label + ': ' if label else '')}{cell(', '.join(shown))}")
+        lines += [f"- {cell(t)}" for t in r.summary]
         if r.missing:
-            lines.append(f"  - missing: {cell(', '.join(r.missing))}")
-        for p in r.problems:
-            lines.append(f"  - problem: {cell(p)}")
+            lines.append(f"- missing: {cell(', '.join(r.missing))}")
+        lines += [f"- problem: {cell(p)}" for p in r.problems]
+        lines.append(f"- folder: `{cell(r.path)}`")
+        lines.append("")
     if missing:
-        lines += ["", "## Missing", ""]
+        lines += ["## Missing", ""]
         lines += [f"- `{cell(m.path)}`: {cell(m.reason)}" for m in missing]
     return "\n".join(lines) + "\n"
 
@@ -177,6 +195,8 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
     out_html = _check_out(Path(out_html))
     runs, missing, container_meta = collect(run_dirs)
     rows = comparison_rows(runs)
+    others = other_rows(runs)
+    tests, test_notes = _paired(runs, rows)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     n_pictures = sum(len(r.pictures) + sum(len(v.pictures) for v in r.variants) for r in runs)
     context = {
@@ -186,10 +206,13 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
         "host": platform.node(),
         "inputs": [str(p) for p in run_dirs],
         "runs": runs,
-        "dataset_runs": [r for r in runs if r.kind == "analysis"],
-        "experiment_runs": [r for r in runs if r.kind != "analysis"],
-        "section_title": _section_title,
+        "dataset_runs": [r for r in runs if r.kind in ("analysis", "audit")],
+        "experiment_runs": [r for r in runs if r.kind not in ("analysis", "audit")],
         "rows": rows,
+        "others": others,
+        "tests": tests,
+        "comparison_summary": comparison_summary(rows, tests),
+        "test_notes": test_notes,
         "missing": missing,
         "container_meta": container_meta,
         "exp1_note": exp1_note(),
@@ -200,7 +223,7 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
     }
     html = _env().get_template("report.html.j2").render(**context)
     md_path = markdown_path(out_html)
-    md = _markdown(runs, rows, missing, out_html.name, generated)
+    md = _markdown(runs, rows, others, tests, missing, out_html.name, generated)
     try:
         atomic_write_text(out_html, html)
         atomic_write_text(md_path, md)
@@ -213,10 +236,12 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
         "markdown": str(md_path),
         "runs": [
             {"path": str(r.path), "label": r.label, "kind": r.kind, "experiment": r.experiment,
-             "complete": r.complete, "missing": list(r.missing), "problems": list(r.problems)}
+             "title": r.title, "comparable": r.comparable, "complete": r.complete, "missing": list(r.missing), "problems": list(r.problems)}
             for r in runs
         ],
         "missing": [{"path": m.path, "reason": m.reason} for m in missing],
         "comparison": rows,
+        "other_results": others,
+        "paired_tests": tests,
         "images": n_pictures,
     }

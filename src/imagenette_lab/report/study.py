@@ -47,6 +47,13 @@ STUDY_RESULTS: dict[str, dict] = {
 }
 EXPERIMENTS = tuple(STUDY_RESULTS)
 
+# The study's settings, so a section can say how ours differ (all scored on the full val, 3,925 images).
+STUDY_SETTINGS: dict[str, dict[str, Any]] = {
+    "exp1": {"model": "ResNet50", "img_size": 224},
+    "exp2": {"model": "EfficientNet-B0", "img_size": 224, "epochs": 40},
+    "exp3": {"model": "EfficientNet-B0", "img_size": 224},
+}
+
 # Table 1: images per class (train, val) in imagenette2.
 STUDY_CLASS_COUNTS: dict[str, tuple[int, int]] = {
     "n01440764": (963, 387),
@@ -147,40 +154,66 @@ def add_study_f1(df: pd.DataFrame, experiment: str | None) -> None:
                 df["Δ F1"] = pd.to_numeric(df["f1-score"], errors="coerce") - df["study F1"]
 
 
-def _row(experiment: str | None, title: str, run: Run | None, variant: str, metrics: dict[str, Any],
+def _variant_label(run: Run | None, variant: str) -> str:
+    if variant == "imagenet1000":
+        return "1000-way"
+    if variant == "restricted":
+        n = run.record.dataset.n_classes if run is not None and run.record is not None else None
+        return f"{n or 10}-way"
+    return ""
+
+
+def _row(experiment: str | None, run: Run | None, variant: str, metrics: dict[str, Any],
          study: dict[str, Any]) -> dict[str, Any]:
+    from imagenette_lab.report.describe import fmt_ci, fmt_interval, metric_ci, short_settings
+
     ours = {k: float(metrics[k]) if is_number(metrics.get(k)) else None for k in METRIC_KEYS}
     return {
         "experiment": experiment,
-        "title": title,
+        "title": study.get("short", ""),
         "run": run.label if run else None,
+        "our_title": run.title if run else None,
         "anchor": run.anchor if run else None,
         "model": run.model if run else None,
+        "settings": short_settings(run.settings) if run else [],
         "variant": variant,
+        "variant_label": _variant_label(run, variant),
         "ours": ours,
+        "ours_text": {k: fmt_ci(ours[k], metric_ci(metrics, k)) for k in METRIC_KEYS},
+        "ci": {k: fmt_interval(metric_ci(metrics, k)) for k in METRIC_KEYS},
         "study": {k: study.get(k) for k in METRIC_KEYS},
         "delta": {k: ours[k] - study[k] if ours[k] is not None and study.get(k) is not None else None
                   for k in METRIC_KEYS},
+        "significance": "",
     }
 
 
 def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per (experiment, our run/variant); an experiment with no run still gets a row."""
+    """One row per (experiment, our run/variant) for runs the study can be set beside: runs on
+    Imagenette with a recorded role. An experiment with no such run still gets the study's row."""
     rows: list[dict[str, Any]] = []
     for exp, study in STUDY_RESULTS.items():
         entries: list[tuple[Run | None, str, dict]] = []
         for r in runs:
-            if r.experiment != exp:
+            if r.experiment != exp or not r.comparable or r.kind not in ("zero_shot", "train", "evaluate"):
                 continue
-            if exp == "exp1":  # zero-shot: the 10-way and 1000-way settings are compared separately
+            if r.kind == "zero_shot":  # the 10-way and 1000-way settings are compared separately
                 entries += [(r, v.key, v.metrics) for v in r.variants]
             else:
                 entries.append((r, "", r.primary_metrics()))
         for r, variant, m in entries or [(None, "", {})]:
-            rows.append(_row(exp, study["short"], r, variant, m, study))
+            rows.append(_row(exp, r, variant, m, study))
+    return rows
+
+
+def other_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """Runs with results that are not set beside the study (another dataset, or no role)."""
+    rows = []
     for r in runs:
-        if r.experiment is None and r.kind != "analysis":
-            row = _row(None, "not mapped to a study experiment", r, "", r.primary_metrics(), {})
-            if any(v is not None for v in row["ours"].values()):
+        if r.comparable or r.kind in ("analysis", "audit", "seeds", "other"):
+            continue
+        for v in r.variants or []:
+            row = _row(r.experiment, r, v.key if r.kind == "zero_shot" else "", v.metrics, {})
+            if any(x is not None for x in row["ours"].values()):
                 rows.append(row)
     return rows
