@@ -153,7 +153,7 @@ def reproduce(
                 preset.append(f"data.workers={workers}")
             cfg = load_config(cfg_name, preset + _stage_overrides(stage, overrides), extra=extra)
             resume = stage_dir if (stage_dir / "checkpoints" / "last.pt").is_file() and not force else None
-            train(cfg, resume=resume)
+            train(cfg, resume=resume, overwrite=force)  # --force reruns a finished stage
         summary["stages"][stage] = {"dir": str(stage_dir), "seconds": round(time.time() - t0, 1)}
 
     from imagenette_lab.report.html import build_report

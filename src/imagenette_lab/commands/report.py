@@ -25,15 +25,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from imagenette_lab.report import build_report
+    import imagenette_lab.api as lab
 
-    result = build_report(args.run_dirs, args.out)
-    n_missing = len(result["missing"])
-    incomplete = [r["label"] for r in result["runs"] if r["missing"] or r["problems"] or not r["complete"]]
-    print(f"wrote {result['html']} and {result['markdown']}: {len(result['runs'])} run(s), "
-          f"{result['images']} figure(s)")
+    r = lab.report(args.run_dirs, args.out)
+    incomplete = [x["label"] for x in r.runs if x["missing"] or x["problems"] or not x["complete"]]
+    print(f"wrote {r.html} and {r.markdown}: {len(r.runs)} run(s), {r.figures} figure(s)")
     if incomplete:
         print(f"incomplete: {', '.join(incomplete)}", file=sys.stderr)
-    if n_missing:
-        print(f"no run files in: {', '.join(m['path'] for m in result['missing'])}", file=sys.stderr)
+    if r.missing:
+        print(f"no run files in: {', '.join(m['path'] for m in r.missing)}", file=sys.stderr)
     return 0

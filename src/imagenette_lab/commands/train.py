@@ -41,28 +41,27 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
-    extra: dict[str, Any] = {}
-    if args.root is not None:
-        extra["data"] = {"root": args.root}
-    if args.epochs is not None:
-        extra["train"] = {"epochs": args.epochs}
-    if args.out is not None:
-        extra["out_dir"] = args.out
-    if args.name is not None:
-        extra["name"] = args.name
+    flags = {"data.root": args.root, "train.epochs": args.epochs, "out_dir": args.out, "name": args.name}
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
-    from imagenette_lab.config import load_config
-    from imagenette_lab.engine.train import resume_config, train
+    import imagenette_lab.api as lab
+    from imagenette_lab.config import parse_overrides
 
-    if args.config is not None:
-        cfg = load_config(args.config, args.overrides, extra)
-    else:
-        cfg = resume_config(args.resume, args.overrides, extra)
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if result["status"] == "complete":
-        m = result["metrics"]
-        probe = result.get("probe") or {}
-        extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
-        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
-              f"(best epoch {result['best_epoch']}){extra_probe}")
-    return int(result["exit_code"])
+    overrides.update(_dotted(parse_overrides(args.overrides)))  # --set beats the shortcut flags
+    # An interrupt raises TrainingInterrupted: the CLI prints it in one line and exits 128 + signal.
+    r = lab.train(args.config, resume=args.resume, overwrite=args.overwrite, **overrides)
+    extra_probe = f", probe {r.probe_accuracy:.4f}" if r.probe_accuracy is not None else ""
+    print(f"{r.run_dir}: val accuracy {r.metrics.accuracy:.4f}, macro F1 {r.metrics.macro_f1:.4f} "
+          f"(best epoch {r.best_epoch}){extra_probe}")
+    return 0
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
