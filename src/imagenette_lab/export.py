@@ -24,6 +24,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,10 +150,12 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> str:
 
 
 def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> str:
-    with torch.no_grad():
+    log.info("TorchScript is deprecated upstream (torch >= 2.9); ONNX is the maintained export path")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, said once above
         traced = torch.jit.trace(model, _example(meta), check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={f"{META_KEY}.json": json.dumps(meta)})
     atomic_write_bytes(out, buf.getvalue())
     return f'torch.jit.load("{out.name}")(images)'
 
@@ -336,7 +339,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = 
 
         exported, backend = OnnxClassifier(out), "onnxruntime"
     elif format == "torchscript":
-        exported, backend = torch.jit.load(str(out)).eval(), "torchscript"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            exported, backend = torch.jit.load(str(out)).eval(), "torchscript"
     else:
         exported, backend = load_plain(out, meta), meta["plain"]["library"]
     check = parity_check(model, exported, backend, info, check_root, check_split, check_images, batch_size)
