@@ -130,6 +130,8 @@ def _example(meta: dict[str, Any], n: int = 2) -> Tensor:
 
 
 def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> str:
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
+        raise UserError(f"ONNX export needs torch >= 2.5 (the torch.export-based exporter); this is {torch.__version__}")
     try:
         import onnx
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
