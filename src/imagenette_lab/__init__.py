@@ -13,12 +13,10 @@ The Python API (documented in `imagenette_lab.api`; each CLI command is a thin l
 Importing the package is light (no torch); each function imports what it needs when called.
 """
 
-from __future__ import annotations
-
-import importlib
-import sys
-import types
-from typing import Any
+import importlib as _importlib
+import sys as _sys
+import types as _types
+import typing as _t
 
 __version__ = "0.1.0"
 
@@ -33,33 +31,33 @@ __all__ = ["__version__", *_API, *_ERRORS]
 _SHADOWED = ("predict", "export", "report")
 
 
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module("imagenette_lab.api"), self.__name__.rpartition(".")[2])(*args, **kwargs)
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
+        return getattr(_importlib.import_module("imagenette_lab.api"), self.__name__.rpartition(".")[2])(*args, **kwargs)
 
 
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED and isinstance(value, types.ModuleType) and type(value) is types.ModuleType:
+class _Package(_types.ModuleType):
+    def __setattr__(self, name: str, value: _t.Any) -> None:
+        if name in _SHADOWED and isinstance(value, _types.ModuleType) and type(value) is _types.ModuleType:
             value.__class__ = _CallableModule
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
 for _name in _SHADOWED:  # already imported (e.g. a reload)
-    if f"{__name__}.{_name}" in sys.modules:
-        setattr(sys.modules[__name__], _name, sys.modules[f"{__name__}.{_name}"])
+    if f"{__name__}.{_name}" in _sys.modules:
+        setattr(_sys.modules[__name__], _name, _sys.modules[f"{__name__}.{_name}"])
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _t.Any:
     if name in _SHADOWED:
-        return importlib.import_module(f"{__name__}.{name}")  # becomes a _CallableModule on import
+        return _importlib.import_module(f"{__name__}.{name}")  # becomes a _CallableModule on import
     if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.api"), name)
+        return getattr(_importlib.import_module(f"{__name__}.api"), name)
     if name in _ERRORS:
-        return getattr(importlib.import_module(f"{__name__}.errors"), name)
+        return getattr(_importlib.import_module(f"{__name__}.errors"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(__all__) | {k for k in globals() if not k.startswith("_")})
