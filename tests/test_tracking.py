@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,21 @@ def test_tensorboard_and_mlflow_sqlite_get_every_epoch(data: Path, tmp_path: Pat
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder (./mlruns) lands in the tmp dir
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = lab.train("exp2_scratch_cpu", root=str(data), out_dir=str(tmp_path / "runs"), name="tracked",
-                  loggers=["csv", "jsonl", "tensorboard", "mlflow"], mlflow_uri=uri, mlflow_experiment="tests", **TINY)
+    client = MlflowClient(tracking_uri=uri)
+
+    def stop_after_first(row):
+        if row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    # Interrupted after epoch 1, then resumed: one MLflow run, KILLED in between, every epoch once.
+    with pytest.raises(lab.TrainingInterrupted) as stop:
+        lab.train("exp2_scratch_cpu", root=str(data), out_dir=str(tmp_path / "runs"), name="tracked",
+                  loggers=["csv", "jsonl", "tensorboard", "mlflow"], mlflow_uri=uri, mlflow_experiment="tests",
+                  hooks={"on_epoch_end": stop_after_first}, **TINY)
+    run_id = json.loads((stop.value.run_dir / "mlflow.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1]
+    r = lab.train(resume=stop.value.run_dir)
     history = [json.loads(line) for line in (r.run_dir / "history.jsonl").read_text().splitlines()]
     assert (r.run_dir / "history.csv").is_file() and len(history) == 2
 
@@ -44,10 +59,9 @@ def test_tensorboard_and_mlflow_sqlite_get_every_epoch(data: Path, tmp_path: Pat
     assert acc.Scalars("eval/accuracy")[0].value == pytest.approx(r.metrics.accuracy)
 
     # MLflow, read back through a fresh client on the same SQLite store.
-    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("tests")
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.info.run_id == json.loads((r.run_dir / "mlflow.json").read_text())["run_id"]
+    assert run.info.run_id == run_id
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
     assert run.data.params["train.epochs"] == "2" and run.data.params["model.name"] == "test_resnet"
     hist = client.get_metric_history(run.info.run_id, "train_loss")
