@@ -293,6 +293,7 @@ def analyze_dataset(
     out: str | Path,
     splits: list[str] | None = None,
     verify: bool = False,
+    audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse `<root>/<split>/<class>/<image>` and write the tables/figures listed above.
 
@@ -356,6 +357,8 @@ def analyze_dataset(
         "verified_decode": verify,
         "files": {k: str(v) for k, v in files.items()},
     }
+    if audit is not None:  # a finished `imagenette-lab audit` of this dataset (audit.link.condense)
+        summary["audit"] = audit
     atomic_write_json(out / "summary.json", summary)
     write_run_json(
         out, "analysis", "analysis", started,

@@ -57,6 +57,7 @@ class AnalysisResult:
     counts: dict[str, dict[str, int]]  # split -> class folder -> readable images
     unreadable: int  # files left out (listed in unreadable.csv)
     summary: dict[str, Any]  # summary.json as written
+    audit: dict[str, Any] | None = None  # the linked audit's condensed numbers, if any
 
     @property
     def totals(self) -> dict[str, int]:
@@ -152,12 +153,15 @@ def load_config(config: str | Path | dict[str, Any] | RunConfig | None = None, *
 
 # ----------------------------------------------------------------------------- stages
 def analyze(root: str | Path, out: str | Path = "runs/analysis", *, splits: list[str] | None = None,
-            verify: bool = False) -> AnalysisResult:
+            verify: bool = False, audit: str | Path | None = None) -> AnalysisResult:
     """Class counts, file sizes, image sizes/modes and unreadable files of `<root>/<split>/<class>/`.
 
     A missing `root` named like an Imagenette archive (e.g. data/imagenette2-160) is downloaded first.
+    audit: a finished `audit` folder to summarise too (default: a sibling `audit/` of `out` made
+    for the same root, if any).
     """
     from imagenette_lab.analysis import analyze_dataset
+    from imagenette_lab.audit.link import condense, find_audit
     from imagenette_lab.data.download import FOLDER_SIZES, ensure_dataset
     from imagenette_lab.utils import prepare_out_dir
 
@@ -165,11 +169,13 @@ def analyze(root: str | Path, out: str | Path = "runs/analysis", *, splits: list
     if not path.exists() and path.name in FOLDER_SIZES:
         prepare_out_dir(out)  # about to download: an unwritable `out` must fail first
     path = ensure_dataset(path)
-    s = analyze_dataset(path, out, splits=splits, verify=verify)
+    found = find_audit(path, out, audit)
+    condensed = condense(*found) if found else None
+    s = analyze_dataset(path, out, splits=splits, verify=verify, audit=condensed)
     return AnalysisResult(
         out_dir=Path(out).expanduser(), root=Path(s["root"]), classes=dict(s["classes"]),
         counts={split: dict(v["counts"]) for split, v in s["splits"].items()},
-        unreadable=int(s["unreadable"]), summary=s)
+        unreadable=int(s["unreadable"]), summary=s, audit=condensed)
 
 
 def zero_shot(root: str | Path, out: str | Path, *, model: str = "resnet50", weights: str | None = "DEFAULT",
@@ -264,8 +270,20 @@ def predict(model: str | Path, inputs: Iterable[str | Path] | str | Path, *, top
 def report(run_dirs: Iterable[str | Path] | str | Path, out: str | Path = "report.html") -> ReportResult:
     """One self-contained HTML report (+ Markdown summary next to it) from run directories."""
     from imagenette_lab.report import build_report
+    from imagenette_lab.report.collect import discover
 
     dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    # Nothing to show is a mistake (a wrong folder), not an empty report: fail before writing.
+    if dirs and not discover(dirs)[0]:
+        from imagenette_lab.utils import prepare_out_dir
+
+        target = Path(out).expanduser()
+        try:  # an unwritable out is still the error named first
+            prepare_out_dir(target.parent)
+        except UserError as e:
+            raise UserError(f"cannot write the report to {target}: {str(e).rpartition(': ')[2]}") from None
+        raise UserError(f"no runs found in {', '.join(map(str, dirs))} (pass run directories, or a folder "
+                        "holding them such as a `reproduce --out` folder)")
     r = build_report(dirs, out)
     return ReportResult(Path(r["html"]), Path(r["markdown"]), list(r["runs"]), list(r["missing"]),
                         int(r["images"]))

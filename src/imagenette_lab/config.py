@@ -76,7 +76,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    amp: str = "auto"  # auto = bf16 on CPU, fp16 AMP on CUDA
+    amp: str = "auto"  # auto = fp16 AMP on CUDA; on CPU bf16 only with native bf16 (AMX/AVX512-BF16), else fp32
     device: str = "auto"
     feature_cache: bool = False  # frozen base: compute base features once, train the head on them
     cache_views: int = 1  # augmented views per train image in the feature cache (1 = eval view only)
@@ -85,6 +85,8 @@ class TrainConfig:
     eval_every: int = 1
     monitor: str = "val_acc"  # picks the `best` checkpoint
     log_every: int = 20  # batches between progress-bar metric refreshes
+    # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
+    checkpoints_keep: str = "last,best"
     # Per-epoch metric sinks (tracking.py): csv/jsonl = history.csv/.jsonl in the run folder;
     # tensorboard = event files in <run>/tensorboard; mlflow = params, metrics, artifacts.
     loggers: list[str] = field(default_factory=lambda: ["csv", "jsonl"])

@@ -1,7 +1,10 @@
 """`reproduce`: the whole study in one command -- analysis, Exp 1, Exp 2, Exp 3, then the report.
 
-Each stage writes into its own folder under OUT; a stage whose `run.json` exists is skipped on a
-rerun, and an interrupted training stage resumes from its last checkpoint.
+Each stage writes into its own folder under OUT and records a hash of its resolved settings and
+inputs there (stage_record.py). On a rerun a complete stage with the same hash is skipped, an
+interrupted one resumes from its last checkpoint, and one whose settings (or dataset, or an upstream
+stage) changed reruns from scratch, replacing the old folder. Every `--set` key of every stage is
+validated before any work starts.
 """
 
 from __future__ import annotations
@@ -79,6 +82,14 @@ def _done(stage_dir: Path) -> bool:
     return (stage_dir / "run.json").is_file()
 
 
+# Stages whose outputs a stage reads: their hashes are part of its inputs, so a rerun of one
+# reruns its dependants. No stage reads another's outputs today (each trains or scores on the
+# dataset itself); the report reads them all and is rebuilt on every call.
+DEPENDS: dict[str, tuple[str, ...]] = {"analysis": (), "exp1": (), "exp2": (), "exp3": ()}
+# Settings that change how fast a stage runs, not what it produces.
+NOT_HASHED = {"name", "out_dir", "data.root", "data.workers", "train.log_every", "train.checkpoints_keep"}
+
+
 def _stage_overrides(stage: str, overrides: list[str]) -> list[str]:
     """`exp2.train.epochs=3` -> `train.epochs=3` for stage exp2."""
     out = []
@@ -89,6 +100,42 @@ def _stage_overrides(stage: str, overrides: list[str]) -> list[str]:
         if head == stage:
             out.append(rest)
     return out
+
+
+def _train_config(stage: str, prof: Profile, overrides: list[str], workers: int | None, out: Path,
+                  data_root: Path):
+    from imagenette_lab.config import load_config
+    from imagenette_lab.engine.plan import validate_config
+
+    cfg_name = prof.exp2_config if stage == "exp2" else prof.exp3_config
+    preset = list(prof.exp2_set if stage == "exp2" else prof.exp3_set)
+    extra = {"name": STAGE_DIRS[stage], "out_dir": str(out), "data": {"root": str(data_root)}}
+    # --workers beats the profile's preset; explicit --set values beat both.
+    if workers is not None:
+        preset.append(f"data.workers={workers}")
+    try:
+        cfg = load_config(cfg_name, preset + _stage_overrides(stage, overrides), extra=extra)
+        validate_config(cfg)
+    except UserError as e:
+        raise UserError(f"{stage} ({cfg_name}): {e}") from None
+    return cfg
+
+
+def _inputs(stage: str, prof: Profile, cfgs: dict[str, Any], dataset: str,
+            hashes: dict[str, str]) -> dict[str, Any]:
+    """Everything a stage's result depends on (hashed; shown as a diff when it changes)."""
+    inputs: dict[str, Any] = {"dataset": dataset}
+    if stage == "exp1":
+        inputs.update(model=prof.exp1_model, weights=prof.exp1_weights, batch_size=prof.exp1_batch_size)
+    elif stage in cfgs:
+        cfg = cfgs[stage].to_dict()
+        for key in NOT_HASHED:
+            section, _, name = key.rpartition(".")
+            (cfg[section] if section else cfg).pop(name, None)
+        inputs["config"] = cfg
+    if DEPENDS[stage]:
+        inputs["after"] = {d: hashes[d] for d in DEPENDS[stage]}
+    return inputs
 
 
 def reproduce(
@@ -107,11 +154,15 @@ def reproduce(
     overrides = overrides or []
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
+    # Every stage's config, resolved now: a bad --set key of a late stage fails before any work.
     for stage in ("exp2", "exp3"):
-        _stage_overrides(stage, overrides)  # validate all early, before any long work
+        _train_config(stage, prof, overrides, workers, Path(out), Path("."))
     out = prepare_out_dir(out)
 
     from imagenette_lab.data.download import ensure_dataset
+    from imagenette_lab.stage_record import (
+        dataset_fingerprint, describe_changes, discard, move_aside, read_record, stage_hash, write_record,
+    )
 
     if prof.synthetic and root is None:
         from imagenette_lab.data.synthetic import make_synthetic_dataset
@@ -120,15 +171,39 @@ def reproduce(
     else:
         data_root = ensure_dataset(Path(root or prof.root))
 
+    cfgs = {s: _train_config(s, prof, overrides, workers, out, data_root) for s in ("exp2", "exp3")}
+    fingerprint = dataset_fingerprint(data_root)
+    inputs: dict[str, dict[str, Any]] = {}
+    hashes: dict[str, str] = {}
+    for stage in STAGES:  # in order, so upstream hashes exist
+        inputs[stage] = _inputs(stage, prof, cfgs, fingerprint, hashes)
+        hashes[stage] = stage_hash(inputs[stage])
+
     summary: dict[str, Any] = {"profile": profile, "root": str(data_root), "stages": {}}
     for stage in stages:
         stage_dir = out / STAGE_DIRS[stage]
-        if _done(stage_dir) and not force:
-            log.info("%s: already complete in %s, skipped", stage, stage_dir)
-            summary["stages"][stage] = {"dir": str(stage_dir), "skipped": True}
+        record = read_record(stage_dir)
+        same = record is not None and record["hash"] == hashes[stage]
+        entry: dict[str, Any] = {"dir": str(stage_dir), "hash": hashes[stage]}
+        if _done(stage_dir) and same and not force:
+            log.info("%s: unchanged and already complete in %s, skipped (--force reruns it)", stage, stage_dir)
+            summary["stages"][stage] = {**entry, "skipped": True}
             continue
+        resume = same and not force and (stage_dir / "checkpoints" / "last.pt").is_file()
+        old = None
+        if stage_dir.exists() and not resume:
+            if force:
+                why = "--force"
+            elif same:
+                why = "incomplete"
+            else:
+                why = f"settings changed ({describe_changes(record, inputs[stage])})"
+                entry["changed"] = why
+            log.info("%s: %s; rerunning it from scratch and replacing %s", stage, why, stage_dir)
+            old = move_aside(stage_dir)
+        write_record(stage_dir, hashes[stage], inputs[stage])
         t0 = time.time()
-        log.info("%s: running -> %s", stage, stage_dir)
+        log.info("%s: %s -> %s", stage, "resuming" if resume else "running", stage_dir)
         if stage == "analysis":
             from imagenette_lab.analysis import analyze_dataset
 
@@ -142,19 +217,13 @@ def reproduce(
                 workers=workers if workers is not None else (0 if prof.synthetic else 2),
             )
         else:
-            from imagenette_lab.config import load_config
             from imagenette_lab.engine.train import train
 
-            cfg_name = prof.exp2_config if stage == "exp2" else prof.exp3_config
-            preset = list(prof.exp2_set if stage == "exp2" else prof.exp3_set)
-            extra = {"name": STAGE_DIRS[stage], "out_dir": str(out), "data": {"root": str(data_root)}}
-            # --workers beats the profile's preset; explicit --set values beat both.
-            if workers is not None:
-                preset.append(f"data.workers={workers}")
-            cfg = load_config(cfg_name, preset + _stage_overrides(stage, overrides), extra=extra)
-            resume = stage_dir if (stage_dir / "checkpoints" / "last.pt").is_file() and not force else None
-            train(cfg, resume=resume, overwrite=force)  # --force reruns a finished stage
-        summary["stages"][stage] = {"dir": str(stage_dir), "seconds": round(time.time() - t0, 1)}
+            result = train(cfgs[stage], resume=stage_dir if resume else None)
+            if result.get("status") != "complete":
+                raise KeyboardInterrupt  # interrupted: the checkpoint is saved, a rerun resumes
+        discard(old)  # the replacement is complete: the old results go
+        summary["stages"][stage] = {**entry, "seconds": round(time.time() - t0, 1)}
 
     from imagenette_lab.report.html import build_report
 

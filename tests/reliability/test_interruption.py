@@ -36,13 +36,15 @@ def _epochs_done(run: Path) -> int:
 
 @pytest.fixture(scope="module")
 def interrupted(small_dataset: Path, tmp_path_factory) -> dict[str, dict]:
-    """Start three long trainings, wait until each has finished 2 epochs (so last.pt.prev exists),
-    then send SIGINT / SIGTERM / SIGKILL. Returns per run: dir, returncode, stderr, epochs_at_signal."""
+    """Start three long trainings (keeping last.pt.prev), wait until each has finished 2 epochs (so
+    last.pt.prev exists), then send SIGINT / SIGTERM / SIGKILL. Returns per run: dir, returncode,
+    stderr, epochs_at_signal."""
     out = tmp_path_factory.mktemp("signals")
     procs = {}
     for name in SIGNALS:
         procs[name] = spawn("train", "--config", "exp2_scratch_cpu", "--root", str(small_dataset),
-                            "--out", str(out), "--name", name, "--epochs", "1000", *sets(*TINY_TRAIN))
+                            "--out", str(out), "--name", name, "--epochs", "1000",
+                            *sets(*TINY_TRAIN, "train.checkpoints_keep=last,best,prev"))
     result: dict[str, dict] = {}
     deadline = time.time() + WAIT_S
     try:

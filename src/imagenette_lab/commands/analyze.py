@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", action="store_true",
                    help="fully decode every image to find corrupt ones (slower; the header "
                    "check always runs)")
+    p.add_argument("--audit", metavar="DIR",
+                   help="include the summary of this finished audit (default: OUT/../audit when it "
+                   "audited the same ROOT)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `imagenette-lab --help` stays fast.
     import imagenette_lab.api as lab
 
-    r = lab.analyze(args.root, args.out, splits=args.splits, verify=args.verify)
+    r = lab.analyze(args.root, args.out, splits=args.splits, verify=args.verify, audit=getattr(args, "audit", None))
     names = r.classes
     width = max([len("class"), *(len(n) for n in names.values())])
     print(f"{'class':<{width}}" + "".join(f" {s:>8}" for s in r.counts))
@@ -42,5 +45,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'total':<{width}}" + "".join(f" {t:>8}" for t in r.totals.values()))
     if r.unreadable:
         print(f"{r.unreadable} unreadable file(s) left out: see unreadable.csv")
+    if r.audit:
+        from imagenette_lab.audit.link import one_line
+
+        print(one_line(r.audit))
     print(f"analysis written to {Path(r.summary['files']['summary.json']).parent}")
     return 0

@@ -18,7 +18,9 @@ def register(sub):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="EXP.KEY=VALUE",
                    help="override a training config value, e.g. exp2.train.epochs=3 (repeatable)")
     p.add_argument("--workers", type=int, default=None, help="data-loader workers")
-    p.add_argument("--force", action="store_true", help="rerun stages that are already complete")
+    p.add_argument("--force", action="store_true",
+                   help="rerun stages even when complete and unchanged (a stage whose settings or "
+                   "data changed always reruns)")
     p.set_defaults(func=run)
 
 

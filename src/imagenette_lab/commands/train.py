@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="parent folder of the run directory (sets out_dir)")
     p.add_argument("--name", default=None, help="run name = run directory under --out (sets name)")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="sets train.epochs")
+    p.add_argument("--weights-file", default=None, metavar="FILE",
+                   help="start the backbone from a local ImageNet checkpoint instead of a download "
+                   "(sets model.weights_file)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run")
@@ -41,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
-    flags = {"data.root": args.root, "train.epochs": args.epochs, "out_dir": args.out, "name": args.name}
+    if args.weights_file is not None and args.resume is not None:
+        raise UsageError("--weights-file sets the starting weights of a new run; a resumed run "
+                         "continues from its checkpoint")
+    flags = {"data.root": args.root, "train.epochs": args.epochs, "model.weights_file": args.weights_file,
+             "out_dir": args.out, "name": args.name}
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
     import imagenette_lab.api as lab

@@ -102,9 +102,44 @@ def list_splits(root: str | Path) -> list[str]:
     if not splits:
         raise UserError(
             f"{root} has no class folders (expected {root}/<split>/<class>/<image>, "
-            "e.g. train/n01440764/x.JPEG)"
+            "e.g. train/n01440764/x.JPEG)" + _split_folder_hint(root)
         )
     return splits
+
+
+# Names people give their splits, by the role our configs call train/val.
+SPLIT_ALIASES = {
+    "val": ("val", "validation", "valid", "test", "testing", "eval", "dev"),
+    "train": ("train", "training"),
+}
+
+
+def _split_folder_hint(root: Path) -> str:
+    """When `root` is itself a split folder (its sub-folders hold images), say to pass the parent."""
+    try:
+        for d in root.iterdir():
+            if d.is_dir() and any(f.suffix.lower() in IMG_EXTENSIONS for f in d.iterdir() if f.is_file()):
+                return (f"; {root} looks like a split folder itself (its sub-folders hold images): "
+                        f"the root is its parent, {root.parent}")
+    except OSError:
+        pass
+    return ""
+
+
+def missing_split_hint(root: Path, split: str) -> str:
+    """'; <root> has 'validation': set data.val_split=validation ...' for a split folder not found."""
+    try:
+        present = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return ""
+    role = next((r for r, names in SPLIT_ALIASES.items() if split.lower() in names), None)
+    alias = next((d for d in present if role and d.lower() in SPLIT_ALIASES[role] and d != split), None)
+    if alias:
+        return (f"; {root} has '{alias}': use it with --set data.{role}_split={alias} (train) "
+                f"or --split {alias} (zero-shot)")
+    if present:
+        return f"; {root} holds {', '.join(present[:8])}" + _split_folder_hint(root)
+    return ""
 
 
 def find_classes(split_dir: Path) -> list[str]:
@@ -144,7 +179,8 @@ def index_split(
     root = check_root(root)
     split_dir = root / split
     if not split_dir.is_dir():
-        raise UserError(f"split '{split}' not found: {split_dir} is not a directory")
+        raise UserError(f"split '{split}' not found: {split_dir} is not a directory"
+                        + missing_split_hint(root, split))
     found = find_classes(split_dir)
     if classes is None:
         classes = found

@@ -8,12 +8,14 @@ the next request resumes it with a `Range` header.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -57,6 +59,13 @@ FOLDER_SIZES: dict[str, str] = {_folder_name(url): size for size, (url, _) in AR
 
 class _Retryable(Exception):
     """A transient failure worth another attempt."""
+
+
+def _no_connection(reason: object) -> bool:
+    """True for failures to reach the host at all (DNS, refused, no route), not mid-transfer ones."""
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError)):
+        return True
+    return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def file_md5(path: Path) -> str:
@@ -153,7 +162,7 @@ def download_url(
     except OSError as e:
         raise UserError(f"cannot create {dest.parent}: {e.strerror}") from None
     part = dest.with_name(dest.name + ".part")
-    last = "no attempt made"
+    last, unreachable = "no attempt made", False
     for attempt in range(retries + 1):
         if attempt:
             delay = min(backoff * 2 ** (attempt - 1), MAX_SLEEP)
@@ -169,15 +178,21 @@ def download_url(
                 raise UserError(f"download of {url} failed: {last} (not retried)") from None
         except urllib.error.URLError as e:
             last = str(e.reason)
+            unreachable = _no_connection(e.reason)
         except _Retryable as e:
-            last = str(e)
+            last, unreachable = str(e), False
         except (OSError, http.client.HTTPException) as e:  # timeouts, resets, bad responses
             last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            unreachable = _no_connection(e)
     else:
-        raise UserError(
-            f"download of {url} failed after {retries + 1} attempts: {last}; "
-            "run again to resume"
-        )
+        kept = part.stat().st_size if part.exists() else 0
+        if unreachable:  # nothing to resume: the host was never reached
+            hint = "check your connection (and any proxy settings), then run again"
+            if kept:
+                hint += f"; the {kept / 1e6:.1f} MB downloaded so far are kept and resumed"
+        else:
+            hint = "run again to resume" if kept else "run again"
+        raise UserError(f"download of {url} failed after {retries + 1} attempts: {last}; {hint}")
     if md5 is not None:
         got = file_md5(part)
         if got != md5:

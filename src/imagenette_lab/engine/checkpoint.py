@@ -94,6 +94,43 @@ def save_checkpoint(
         atomic_write_bytes(extra, data)
 
 
+# train.checkpoints_keep: which files a run keeps. last.pt always (resume needs it); last.pt.prev
+# exists while a new last.pt is written and is deleted after unless "prev" is kept.
+KEEP_CHOICES = ("last", "best", "prev", "epochs")
+
+
+def parse_keep(spec: str) -> frozenset[str]:
+    """"last,best" -> {"last", "best"}; "all" = last, best, prev and one file per epoch."""
+    tokens = {t.strip().lower() for t in str(spec).split(",") if t.strip()}
+    if "all" in tokens:
+        tokens = (tokens - {"all"}) | set(KEEP_CHOICES)
+    bad = sorted(tokens - set(KEEP_CHOICES))
+    if bad or not tokens:
+        raise UserError(f"train.checkpoints_keep must be a comma list of {', '.join(KEEP_CHOICES)} or 'all' "
+                        f"(e.g. last,best), got {spec!r}")
+    return frozenset(tokens | {"last"})
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def save_retained(state: dict[str, Any], cdir: Path, keep: frozenset[str], *, best: bool,
+                  epoch: int | None = None) -> Path:
+    """Save last.pt (+ best.pt / epoch_NNN.pt copies per `keep`); drop last.pt.prev unless kept.
+
+    `epoch` is given for a completed epoch (None for a mid-epoch interrupt checkpoint)."""
+    copies = []
+    if best and "best" in keep:
+        copies.append(cdir / BEST)
+    if epoch is not None and "epochs" in keep:
+        copies.append(cdir / epoch_checkpoint_name(epoch))
+    save_checkpoint(state, cdir / LAST, keep_prev=True, copies=tuple(copies))
+    if "prev" not in keep:
+        (cdir / PREV).unlink(missing_ok=True)  # last.pt is complete (fsync'd): prev has done its job
+    return cdir / LAST
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint on the CPU without executing pickled code; bad files -> one-line UserError."""
     ckpt = safe_torch_load(path, "checkpoint")

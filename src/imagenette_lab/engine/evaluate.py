@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from imagenette_lab.data.dataset import SplitIndex, collate_skip
+from imagenette_lab.engine.progress import ProgressLines
 from imagenette_lab.errors import UserError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -52,12 +53,14 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "off":
         return None
     if amp == "auto":
-        # bf16 on CPU roughly triples throughput on modern x86 (AMX/AVX512-BF16) and needs no
-        # loss scaling; fp16 is the widely supported fast path on CUDA.
+        # fp16 is the widely supported fast path on CUDA. On a CPU bf16 pays only with native
+        # bf16 instructions (AMX/AVX512-BF16); emulated it is slower than fp32 (engine/precision.py).
         if device.type == "cuda":
             return torch.float16
         if device.type == "cpu":
-            return torch.bfloat16
+            from imagenette_lab.engine.precision import cpu_precision
+
+            return cpu_precision().dtype
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
@@ -159,7 +162,8 @@ def run_inference(
         with torch.inference_mode(), tqdm(
             total=_expected_items(loader), desc=desc, unit="img", disable=None, leave=False
         ) as bar:
-            for batch in loader:
+            lines, n_done = ProgressLines(desc, len(loader)), 0  # plain log lines when not on a terminal
+            for step, batch in enumerate(loader, 1):
                 if batch is None:  # every image of this batch was undecodable
                     bar.update(loader.batch_size or 0)
                     continue
@@ -175,6 +179,8 @@ def run_inference(
                 labels.append(torch.as_tensor(y, dtype=torch.int64))
                 indices.append(torch.as_tensor(idx, dtype=torch.int64))
                 bar.update(len(idx))
+                n_done += len(idx)
+                lines.update(step, n_done)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start

@@ -2,8 +2,8 @@
 
 Interrupts: SIGINT/SIGTERM only set a flag while an epoch runs; the loop stops at the next
 optimizer-step boundary, where model, optimizer, scheduler, RNG state and the epoch's running
-sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (with
-workers=0; with worker processes the resumed epoch's remaining augmentations differ). A second
+sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (also
+with worker processes: augmentation is seeded per sample, see data/seeding.py). A second
 signal, or a signal outside the epoch loop (feature extraction, final evaluation), raises at once.
 """
 
@@ -25,6 +25,7 @@ from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.checkpoint import capture_rng
 from imagenette_lab.engine.evaluate import autocast_context
 from imagenette_lab.engine.optim import loss_fn
+from imagenette_lab.engine.progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def train_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, total=end, initial=state.step, desc=desc, unit="batch",
                disable=None if dist.is_main() else True, leave=False)
+    lines = ProgressLines(desc, end, n_start=state.n)  # log lines instead of the bar off a terminal
     stop.deferred = True
     try:
         for batch in bar:
@@ -186,6 +188,7 @@ def train_epoch(
                 ctx.boundary = {"state": state.to_dict(), "rng": capture_rng()}
                 if ctx.on_step_end is not None:
                     ctx.on_step_end({"epoch": epoch, "step": state.step, "state": state})
+                lines.update(state.step, state.n, state.loss_sum, state.correct)
                 if state.step % ctx.log_every == 0 and state.n:
                     bar.set_postfix(loss=f"{state.loss_sum / state.n:.3f}",
                                     acc=f"{state.correct / state.n:.3f}", refresh=False)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenette_lab.config import RunConfig, load_config
+from imagenette_lab.config import ModelConfig, RunConfig, load_config
 from imagenette_lab.engine import distributed as dist
-from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, find_resume_checkpoint
+from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, find_resume_checkpoint, parse_keep
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import prepare_out_dir
 
@@ -39,6 +39,22 @@ def plan_stages(cfg: RunConfig) -> list[Stage]:
     return stages
 
 
+def initial_weights(m: ModelConfig) -> str | None:
+    """The ImageNet weights tag a fresh run starts from (None: random init or `m.weights_file`).
+
+    An explicit `model.pretrained=false` wins over a recipe's `weights:` tag (it used to download
+    the tag's weights anyway); the log says the tag is ignored.
+    """
+    if m.weights_file:
+        return None
+    if not m.pretrained:
+        if m.weights:
+            log.warning("model.pretrained=false: ignoring weights '%s' from the config; starting from "
+                        "random weights", m.weights)
+        return None
+    return m.weights or "DEFAULT"
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -62,6 +78,7 @@ def validate_config(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    parse_keep(cfg.train.checkpoints_keep)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None,

@@ -5,9 +5,10 @@ base features) then optionally "finetune" (cfg.train.finetune_epochs, whole netw
 Epochs are numbered globally across stages. Every epoch's randomness (sampler order, augmentation,
 dropout, cached-view choice) is seeded from (seed, epoch), so resuming at an epoch boundary is
 exact; a mid-epoch checkpoint (Ctrl-C/SIGTERM) also restores the RNG state at the last optimizer
-step and skips the batches already done, which is exact with data.workers=0.
+step and skips the batches already done. Image augmentation is seeded per (seed, epoch, sample
+index) (data/seeding.py), so this is exact with worker processes too.
 
-Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (+ last.pt.prev),
+Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (train.checkpoints_keep),
 history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
 run.json (written last).
 """
@@ -27,13 +28,14 @@ import torch
 from imagenette_lab.config import RunConfig, save_config
 from imagenette_lab.data.classes import display_name
 from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.seeding import PerSampleSeed
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
 from imagenette_lab import tracking
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine.checkpoint import (
     BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
-    load_checkpoint, load_model_state, restore_rng, save_checkpoint,
+    load_checkpoint, load_model_state, parse_keep, restore_rng, save_retained,
 )
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
@@ -44,8 +46,9 @@ from imagenette_lab.engine.loop import (
 )
 from imagenette_lab.engine.optim import build_optimizer, build_scheduler
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
-    Stage, epoch_seed, plan_stages, prepare_run_dir, resume_config, validate_config,
+    Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
+from imagenette_lab.engine.precision import describe as describe_precision
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
@@ -59,6 +62,9 @@ class Trainer:
                  stop: StopRequest, hooks: dict[str, Callable] | None):
         self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
         self.device = resolve_device(cfg.train.device)
+        if dist.is_main():
+            log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp),
+                                        cfg.model.channels_last))
         d = cfg.data
         self.train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
         self.val_index = index_split(d.root, d.val_split, classes=self.train_index.classes).subset(
@@ -73,16 +79,16 @@ class Trainer:
 
         seed_everything(cfg.seed)
         fresh = ckpt is None  # on resume the weights come from the checkpoint: skip loading ImageNet's
-        tag = (m.weights or ("DEFAULT" if m.pretrained else None)) if fresh else None
+        tag = initial_weights(m) if fresh else None
         self.model = create_classifier(
-            m.name, len(self.classes), pretrained=m.pretrained and fresh, weights=tag,
+            m.name, len(self.classes), pretrained=tag is not None, weights=tag,
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
             head=m.head, dropout=m.dropout)
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])
         else:
-            self.data_cfg = dict(data_config(self.model, m.name, m.weights or ("DEFAULT" if m.pretrained else None)))
+            self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
             self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
@@ -117,8 +123,8 @@ class Trainer:
     def save(self, stage: Stage, ctx: StepContext, best: bool = False, **kw: Any) -> Path:
         cdir = checkpoint_dir(self.run_dir)
         if dist.is_main():
-            save_checkpoint(self.state(stage, ctx, **kw), cdir / LAST, keep_prev=True,
-                            copies=(cdir / BEST,) if best else ())
+            save_retained(self.state(stage, ctx, **kw), cdir, parse_keep(self.cfg.train.checkpoints_keep),
+                          best=best, epoch=None if kw.get("step") else self.epoch)
         dist.barrier()
         return cdir / LAST
 
@@ -195,7 +201,8 @@ class Trainer:
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
-            dataset = ImageFolder(self.train_index, tf)
+            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes.
+            dataset = PerSampleSeed(ImageFolder(self.train_index, tf), cfg.seed)
             forward, amp, channels_last = (lambda m, x: m(x)), cfg.train.amp, cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
@@ -251,8 +258,7 @@ class Trainer:
         loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         state = partial or EpochState()
         sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
-        if stage.cached:
-            dataset.set_epoch(epoch)
+        dataset.set_epoch(epoch)
         if rng is not None:
             restore_rng(rng)
         self.current = (stage, ctx)
