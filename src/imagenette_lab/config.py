@@ -87,6 +87,7 @@ class TrainConfig:
     log_every: int = 20  # batches between progress-bar metric refreshes
     # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
     checkpoints_keep: str = "last,best"
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     # Per-epoch metric sinks (tracking.py): csv/jsonl = history.csv/.jsonl in the run folder;
     # tensorboard = event files in <run>/tensorboard; mlflow = params, metrics, artifacts.
     loggers: list[str] = field(default_factory=lambda: ["csv", "jsonl"])

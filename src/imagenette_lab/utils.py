@@ -48,7 +48,7 @@ def prepare_out_dir(out: str | Path) -> Path:
     out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # per process: torchrun ranks probe the same folder
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:

@@ -17,7 +17,6 @@ import torch
 
 from imagenette_lab.cli import main
 from imagenette_lab.config import load_config
-from imagenette_lab.engine import loop
 from imagenette_lab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from imagenette_lab.engine.train import resume_config, train
 from imagenette_lab.errors import UserError
@@ -140,7 +139,9 @@ def test_resume_after_ctrl_c_mid_epoch_is_exact(data: Path, reference: Path, tmp
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    real = loop.loss_fn
+    from imagenette_lab.engine import task  # the loss is computed in the training task
+
+    real = task.loss_fn
     calls = {"n": 0}
 
     def poisoned(logits, target, ls=0.0):
@@ -148,7 +149,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_path: Pat
         loss = real(logits, target, ls)
         return loss * float("nan") if calls["n"] > 3 else loss  # 3 batches = epoch 1
 
-    monkeypatch.setattr(loop, "loss_fn", poisoned)
+    monkeypatch.setattr(task, "loss_fn", poisoned)
     args = ["train", "--config", "exp2_scratch_cpu", "--root", str(data), "--out", str(tmp_path),
             "--name", "nan"] + [a for s in TINY for a in ("--set", s)]
     assert main(args) == 1

@@ -1,5 +1,8 @@
 """`imagenette-lab reproduce`: analysis + Exp 1 + Exp 2 + Exp 3 + report, resumable."""
 
+import os
+
+from imagenette_lab.errors import UsageError
 from imagenette_lab.reproduce import PROFILES, STAGES
 
 
@@ -25,6 +28,9 @@ def register(sub):
 
 
 def run(args) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # launched by torchrun with several processes
+        raise UsageError("reproduce runs as one process (several would write the same files); launch "
+                         "`imagenette-lab train` under torchrun for the training stages")
     from imagenette_lab.reproduce import reproduce
 
     summary = reproduce(args.profile, args.out, root=args.root, stages=args.stages,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
-from imagenette_lab.errors import UsageError
+from imagenette_lab.errors import TrainingInterrupted, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
     overrides.update(_dotted(parse_overrides(args.overrides)))  # --set beats the shortcut flags
     # An interrupt raises TrainingInterrupted: the CLI prints it in one line and exits 128 + signal.
-    r = lab.train(args.config, resume=args.resume, overwrite=args.overwrite, **overrides)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    try:
+        r = lab.train(args.config, resume=args.resume, overwrite=args.overwrite, **overrides)
+    except TrainingInterrupted as e:
+        if not rank0:
+            return e.exit_code
+        raise
+    if not rank0:
+        return 0
     extra_probe = f", probe {r.probe_accuracy:.4f}" if r.probe_accuracy is not None else ""
     print(f"{r.run_dir}: val accuracy {r.metrics.accuracy:.4f}, macro F1 {r.metrics.macro_f1:.4f} "
           f"(best epoch {r.best_epoch}){extra_probe}")

@@ -201,6 +201,8 @@ def check_compatible(
 
 
 def load_model_state(model: nn.Module, state: dict[str, Any], source: str = "checkpoint") -> None:
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper elsewhere
+        state = {k[len("module."):]: v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

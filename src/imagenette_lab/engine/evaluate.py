@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from imagenette_lab.data.dataset import SplitIndex, collate_skip
+from imagenette_lab.engine.distributed import is_main
 from imagenette_lab.engine.progress import ProgressLines
 from imagenette_lab.errors import UserError
 
@@ -158,9 +159,9 @@ def run_inference(
     indices: list[Tensor] = []
     start = time.perf_counter()
     try:
-        # disable=None: the bar shows on a terminal and stays out of redirected logs.
+        # disable=None: the bar shows on a terminal and stays out of redirected logs (rank 0's only).
         with torch.inference_mode(), tqdm(
-            total=_expected_items(loader), desc=desc, unit="img", disable=None, leave=False
+            total=_expected_items(loader), desc=desc, unit="img", disable=None if is_main() else True, leave=False
         ) as bar:
             lines, n_done = ProgressLines(desc, len(loader)), 0  # plain log lines when not on a terminal
             for step, batch in enumerate(loader, 1):

@@ -4,6 +4,8 @@ With a frozen base in eval mode the base is a fixed function, so its pooled feat
 input never change; recomputing them every epoch (the study's Keras loop) is pure waste. Each
 train image gets one eval view plus `views - 1` augmented views; each epoch draws one view per
 image. A logistic-regression probe on the eval-view features is the baseline the head must beat.
+Under torchrun each rank extracts its shard of the images and the shards are assembled on every
+rank; rank 0 alone reads/writes the cache file and fits the probe.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from imagenette_lab.data.dataset import ImageFolder, SplitIndex
-from imagenette_lab.engine.distributed import is_main
+from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.evaluate import make_loader, run_inference
 from imagenette_lab.utils import atomic_write_bytes
 
@@ -81,15 +83,17 @@ def extract_view(
     desc: str,
 ) -> Features:
     """(N', F) base features of the images that decode, sorted by index, for one view."""
-    # Seeded per view: the augmented crops of view v are the same in every run, for any view count.
-    torch.manual_seed(seed * 1000 + view)
-    loader = make_loader(ImageFolder(index, transform), batch_size, workers, seed=seed * 1000 + view)
+    # Seeded per view: the augmented crops of view v are the same in every run, for any view count
+    # (for a given number of ranks: each rank has its own stream).
+    torch.manual_seed(dist.rank_seed(seed * 1000 + view))
+    loader = make_loader(ImageFolder(index, transform), batch_size, workers,
+                         sampler=dist.ShardSampler(len(index)), seed=dist.rank_seed(seed * 1000 + view))
     res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last,
                         desc=f"{desc} view {view}", fn=lambda m, x: m.forward_features(x))
     log.info("%s view %d: %d images in %.1fs (%.1f img/s)", desc, view, res.n, res.seconds, res.images_per_s)
-    order = torch.argsort(res.indices)
-    return Features(res.outputs[order].to(STORE_DTYPE), res.labels[order], res.indices[order],
-                    len(index) - res.n, res.seconds)
+    x, labels, indices = dist.gather_cat(res.outputs.to(STORE_DTYPE), res.labels, res.indices)
+    order = torch.argsort(indices)
+    return Features(x[order], labels[order], indices[order], len(index) - int(indices.numel()), res.seconds)
 
 
 def stack_views(views: list[Features], n_total: int) -> Features:
@@ -135,18 +139,20 @@ def load_features(path: Path, meta: dict[str, Any]) -> Features | None:
 def load_or_extract(folder: Path, split: str, meta: dict[str, Any], aug_meta: Any, model: torch.nn.Module,
                     index: SplitIndex, transforms: list[Callable], **kw: Any) -> Features:
     """Each view from `<folder>/<split>_view<v>.pt` when computed with the same settings, else extracted
-    (and saved on rank 0). Views are stored separately, so raising cache_views reuses the old ones."""
+    (and saved on rank 0). Views are stored separately, so raising cache_views reuses the old ones.
+    Under torchrun rank 0 decides and shares the cached file (other nodes need not see it)."""
     views = []
     for v, tf in enumerate(transforms):
         # View 0 is the eval view: it does not depend on the augmentation settings.
         vmeta = json.loads(json.dumps({**meta, "view": v, "augment": aug_meta if v else None}))
         path = folder / f"{split}_view{v}.pt"
-        f = load_features(path, vmeta)
-        if f is not None:
+        f = load_features(path, vmeta) if dist.is_main() else None
+        if dist.broadcast_object(f is not None):
+            f = dist.broadcast_object(f)
             f.seconds = 0.0  # reused: costs nothing in this run
         else:
             f = extract_view(model, index, tf, v, **kw)
-            if is_main():
+            if dist.is_main():
                 save_features(path, f, vmeta)
         views.append(f)
     return stack_views(views, len(index))

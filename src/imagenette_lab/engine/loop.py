@@ -5,6 +5,8 @@ optimizer-step boundary, where model, optimizer, scheduler, RNG state and the ep
 sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (also
 with worker processes: augmentation is seeded per sample, see data/seeding.py). A second
 signal, or a signal outside the epoch loop (feature extraction, final evaluation), raises at once.
+Under torchrun a stop request on any rank is shared at the next step boundary, so every rank stops
+at the same step (see `StopRequest.check`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from tqdm.auto import tqdm
 
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.checkpoint import capture_rng
-from imagenette_lab.engine.evaluate import autocast_context
-from imagenette_lab.engine.optim import loss_fn
 from imagenette_lab.engine.progress import ProgressLines
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,13 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.deferred = False  # True inside the epoch loop: stop at the next step boundary
+        self.repeat_aborts = True
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
+        # torchrun forwards the terminal's Ctrl-C to its workers, which got it already: under torchrun a
+        # repeat must not abort the checkpoint (torchrun itself SIGKILLs after its shutdown timeout).
+        self.repeat_aborts = not dist.is_distributed()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -63,18 +67,22 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         first = self.signum is None
         self.signum = signum
-        if not self.deferred or not first:
+        if not self.deferred or (not first and self.repeat_aborts):
             raise Interrupted(signum)
-        log.warning("%s: stopping at the next step and saving a checkpoint (again to abort now)",
-                    signal.Signals(signum).name)
+        log.warning("%s: stopping at the next step and saving a checkpoint%s", signal.Signals(signum).name,
+                    " (again to abort now)" if self.repeat_aborts else "")
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
 
     def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
+        """Raise Interrupted if any rank was asked to stop (a collective under torchrun: every rank
+        calls it at the same points, so all stop at the same step)."""
+        signum = dist.reduce_max(self.signum or 0)
+        if signum:
+            self.signum = self.signum or signum
+            raise Interrupted(signum)
 
 
 def ignore_signals_in_worker(worker_id: int) -> None:
@@ -106,14 +114,15 @@ class EpochState:
 
 @dataclass
 class StepContext:
-    """What one optimizer loop needs; `forward(model, x)` is `model(x)` or `model.forward_head(x)`."""
+    """What one optimizer loop needs. `task(x, target) -> (loss, logits)` (engine/task.py, possibly
+    DDP-wrapped) runs the forward; `model` is the bare classifier (train mode, optimizer, clipping)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: Any
     device: torch.device
-    forward: Callable[[nn.Module, Tensor], Tensor]
+    task: nn.Module
     amp: str = "off"
     channels_last: bool = False
     mixer: Callable | None = None
@@ -125,6 +134,17 @@ class StepContext:
     # Filled while running: the last consistent point (see module docstring).
     boundary: dict[str, Any] | None = None
     in_update: bool = False
+
+
+def _finish_group(ctx: StepContext, pending: int, group: int, synced: bool) -> None:
+    """Make the accumulated gradients the mean over the group's micro-batches that really ran
+    (fewer than planned when some were skipped), averaged over ranks even if DDP never synced."""
+    params = [p for g in ctx.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not synced:
+        dist.average_gradients(params)
+    if pending < group:
+        for p in params:
+            p.grad.mul_(group / pending)
 
 
 def _optimizer_step(ctx: StepContext) -> None:
@@ -144,10 +164,10 @@ def train_epoch(
     ctx: StepContext, loader: DataLoader, state: EpochState, stop: StopRequest, *, epoch: int, desc: str
 ) -> EpochState:
     """Continue (or start) an epoch at `state.step`; the loader must already skip those batches."""
-    model = ctx.model
-    model.train()
+    ctx.task.train()  # the task (and DDP wrapper) and the classifier inside it
     ctx.boundary = {"state": state.to_dict(), "rng": capture_rng()}
     pending = 0  # micro-batches whose gradients are accumulated but not yet applied
+    group, synced = ctx.grad_accum, True  # micro-batches in this accumulation group; DDP synced the last
     end = state.step + len(loader)
     start = time.perf_counter()
     bar = tqdm(loader, total=end, initial=state.step, desc=desc, unit="batch",
@@ -157,7 +177,12 @@ def train_epoch(
     try:
         for batch in bar:
             state.step += 1
-            if batch is not None and len(batch[1]) > 1:  # BatchNorm cannot train on one sample
+            usable = batch is not None and len(batch[1]) > 1  # BatchNorm cannot train on one sample
+            if dist.world_size() > 1:  # under DDP every rank must run the same backward passes
+                usable = not dist.reduce_max(int(not usable))
+            if usable:
+                if pending == 0:  # the epoch's last group may hold fewer than grad_accum micro-batches
+                    group = min(ctx.grad_accum, end - state.step + 1)
                 x, y, idx = batch
                 state.seen.update(idx.tolist())
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
@@ -166,12 +191,12 @@ def train_epoch(
                     x, target = ctx.mixer(x, y)
                 if ctx.channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with autocast_context(ctx.device, ctx.amp):
-                    logits = ctx.forward(model, x)
-                loss = loss_fn(logits, target, ctx.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, batch {state.step}")
-                ctx.scaler.scale(loss / ctx.grad_accum).backward()
+                synced = pending + 1 >= group  # DDP all-reduces gradients only on a group's last backward
+                with dist.no_sync(ctx.task, not synced):
+                    loss, logits = ctx.task(x, target)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, batch {state.step}")
+                    ctx.scaler.scale(loss / group).backward()
                 pending += 1
                 state.loss_sum += loss.item() * len(y)
                 state.correct += int((logits.argmax(1) == y).sum())
@@ -179,7 +204,8 @@ def train_epoch(
             elif batch is not None:
                 state.seen.update(batch[2].tolist())
             # The epoch's last micro-batch applies a short accumulation tail too.
-            if pending and (pending == ctx.grad_accum or state.step == end):
+            if pending and (pending == group or state.step == end):
+                _finish_group(ctx, pending, group, synced)
                 _optimizer_step(ctx)
                 pending = 0
             if pending == 0:
@@ -209,9 +235,11 @@ def reduce_epoch(state: EpochState) -> dict[str, float]:
 
 def val_metrics(logits: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
     """Loss/accuracy/macro-F1 from a confusion matrix summed over ranks (so DDP needs no gather)."""
-    loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
-    pred = logits.argmax(1)
-    cm = torch.bincount(labels * num_classes + pred, minlength=num_classes * num_classes)
+    if labels.numel():
+        loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
+        cm = torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+    else:  # a rank whose val shard is empty (more ranks than val images) still joins the reduction
+        loss_sum, cm = torch.zeros((), dtype=torch.float64), torch.zeros(num_classes * num_classes)
     cm = dist.reduce_sum(cm.reshape(num_classes, num_classes).double())
     loss_sum = dist.reduce_sum(loss_sum.reshape(1))[0]
     n = cm.sum().clamp(min=1)

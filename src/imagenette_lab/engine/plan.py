@@ -97,8 +97,8 @@ def prepare_run_dir(cfg: RunConfig, resume: str | Path | None, overwrite: bool) 
         if not overwrite:
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                             "start over with --overwrite (overwrite=True in Python), or pick another name/--out")
-        log.warning("starting over: replacing the run in %s", run_dir)
         if dist.is_main():
+            log.warning("starting over: replacing the run in %s", run_dir)
             (run_dir / "run.json").unlink(missing_ok=True)  # first: the dir is no longer 'complete'
             shutil.rmtree(cdir, ignore_errors=True)
             for name in ("history.csv", "history.jsonl", "curves.png"):

@@ -8,6 +8,9 @@ exact; a mid-epoch checkpoint (Ctrl-C/SIGTERM) also restores the RNG state at th
 step and skips the batches already done. Image augmentation is seeded per (seed, epoch, sample
 index) (data/seeding.py), so this is exact with worker processes too.
 
+Under torchrun every rank runs this same code (engine/distributed.py: DDP around the TrainTask of
+engine/task.py, sharded data, metrics summed over ranks, files written by rank 0 only).
+
 Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (train.checkpoints_keep),
 history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
 run.json (written last).
@@ -49,6 +52,7 @@ from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part o
     Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
 from imagenette_lab.engine.precision import describe as describe_precision
+from imagenette_lab.engine.task import TrainTask
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
@@ -61,12 +65,15 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None,
                  stop: StopRequest, hooks: dict[str, Callable] | None):
         self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
-        self.device = resolve_device(cfg.train.device)
+        self.device = dist.local_device(resolve_device(cfg.train.device))
         if dist.is_main():
             log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp),
                                         cfg.model.channels_last))
         d = cfg.data
         self.train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
+        if len(self.train_index) < dist.world_size():
+            raise UserError(f"{dist.world_size()} processes but only {len(self.train_index)} training images: "
+                            "use fewer processes (--nproc_per_node) or more data")
         self.val_index = index_split(d.root, d.val_split, classes=self.train_index.classes).subset(
             d.val_limit_per_class, cfg.seed)
         self.classes = list(self.train_index.classes)
@@ -107,8 +114,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, stage: Stage, ctx: StepContext, *, step: int = 0, partial: dict | None = None,
-              rng: dict | None = None, interrupted: bool = False) -> dict[str, Any]:
+              rng: dict | None = None, interrupted: bool = False, ranks: list | None = None) -> dict[str, Any]:
         return {
+            "world_size": dist.world_size(), "rank_boundaries": ranks,
             "arch": self.arch, "model": self.model.state_dict(),
             "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
             "scaler": ctx.scaler.state_dict(), "stage": stage.name, "epoch": self.epoch,
@@ -137,8 +145,9 @@ class Trainer:
             log.warning("interrupted inside an optimizer step: keeping the last epoch checkpoint")
             return None
         b = ctx.boundary
+        ranks = dist.all_gather_object(b) if dist.world_size() > 1 else None
         return self.save(stage, ctx, step=b["state"]["step"], partial=b["state"], rng=b["rng"],
-                         interrupted=True)
+                         interrupted=True, ranks=ranks)
 
     # ------------------------------------------------------------------ history
     def write_history(self, plot: bool = False) -> None:
@@ -193,21 +202,26 @@ class Trainer:
         cfg, model, device = self.cfg, self.model, self.device
         if stage.name == "finetune":
             model.unfreeze()
+        if cfg.train.sync_bn:
+            self.model = model = dist.convert_sync_batchnorm(model, device)
         model.to(device)
         if stage.cached:
             train_feats, _ = self.features()
             dataset: Any = feat.CachedViews(train_feats, cfg.seed)
-            forward, amp, channels_last, mixer = (lambda m, x: m.forward_head(x)), "off", False, None
+            amp, channels_last, mixer = "off", False, None
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
             # Augmentation seeded per (seed, epoch, index): exact resume with worker processes.
             dataset = PerSampleSeed(ImageFolder(self.train_index, tf), cfg.seed)
-            forward, amp, channels_last = (lambda m, x: m(x)), cfg.train.amp, cfg.model.channels_last
+            amp, channels_last = cfg.train.amp, cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
             if channels_last:
                 model.to(memory_format=torch.channels_last)
+        # One module for DDP in both stages (the cached stage included): see engine/task.py.
+        task = dist.wrap(TrainTask(model, cached=stage.cached, amp=amp, device=device,
+                                   label_smoothing=cfg.optim.label_smoothing), device)
         sampler = dist.make_sampler(dataset, shuffle=True, seed=cfg.seed)
         loader = make_loader(dataset, cfg.data.batch_size, workers, sampler=sampler, seed=cfg.seed)
         loader.worker_init_fn = ignore_signals_in_worker
@@ -223,10 +237,11 @@ class Trainer:
             scaler.load_state_dict(ck["scaler"])
             self._restore_scheduler(scheduler, ck, stage)
             if ck.get("step"):
-                partial, rng = EpochState.from_dict(ck["partial"]), ck["rng"]
+                own = dist.rank_boundary(ck)  # this rank's own sums and RNG when saved under DDP
+                partial, rng = EpochState.from_dict(own["state"]), own["rng"]
             self.ckpt = None
         ctx = StepContext(
-            model, optimizer, scheduler, scaler, device, forward, amp=amp, channels_last=channels_last,
+            model, optimizer, scheduler, scaler, device, task, amp=amp, channels_last=channels_last,
             mixer=mixer, label_smoothing=cfg.optim.label_smoothing, grad_accum=cfg.optim.grad_accum,
             grad_clip=cfg.optim.grad_clip, on_step_end=self.hooks.get("on_step_end"),
             log_every=cfg.train.log_every)
@@ -254,8 +269,8 @@ class Trainer:
                   dataset: Any, partial: EpochState | None, rng: dict | None) -> None:
         cfg = self.cfg
         t0 = time.perf_counter()
-        seed_everything(epoch_seed(cfg.seed, epoch))
-        loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        seed_everything(dist.rank_seed(epoch_seed(cfg.seed, epoch)))  # augmentations differ per rank
+        loader.generator.manual_seed(dist.rank_seed(epoch_seed(cfg.seed, epoch)))
         state = partial or EpochState()
         sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
         dataset.set_epoch(epoch)
@@ -270,6 +285,9 @@ class Trainer:
             sampler.set_epoch(epoch)
             for i in set(sampler.order()) - state.seen:
                 self.skipped.setdefault(str(self.train_index.samples[i].path), "could not be decoded")
+            if dist.world_size() > 1:  # rank 0 saves the list: it needs every rank's finds
+                for other in dist.all_gather_object(self.skipped):
+                    self.skipped.update(other)
         if epoch % cfg.train.eval_every == 0 or epoch == stage.last:
             row.update(self.validate(stage))
         else:
@@ -291,10 +309,11 @@ class Trainer:
     def validate(self, stage: Stage) -> dict[str, Any]:
         if stage.cached:
             _, val = self.features()
-            logits, labels = head_logits(self.model, val.x.float()), val.labels
+            # Each rank scores its own rows; val_metrics sums the confusion matrices over ranks.
+            logits, labels = head_logits(self.model, dist.shard(val.x).float()), dist.shard(val.labels)
         else:
             ds = ImageFolder(self.val_index, eval_transform(self.data_cfg))
-            sampler = dist.make_sampler(ds, shuffle=False)
+            sampler = dist.ShardSampler(len(ds))  # no padding: every val image counted exactly once
             loader = make_loader(ds, self.cfg.data.batch_size, self.cfg.data.workers, sampler=sampler)
             res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
                                 channels_last=self.cfg.model.channels_last, desc="val")
@@ -352,6 +371,7 @@ class Trainer:
         return metrics
 
 
+@dist.launched  # under torchrun: join the process group, check configs match, leave it at the end
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Train per `cfg`; returns run.json's content (+ run_dir), or status "interrupted" + exit_code.
@@ -383,8 +403,9 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
             signum = getattr(e, "signum", 2)
             path = trainer.save_interrupt()
             trainer.write_history(plot=True)
-            log.warning("interrupted: %s; continue with --resume %s",
-                        f"saved {path}" if path else "no new checkpoint", run_dir)
+            if dist.is_main():
+                log.warning("interrupted: %s; continue with --resume %s",
+                            f"saved {path}" if path else "no new checkpoint", run_dir)
             tracker.finish("KILLED", {"epochs_run": trainer.epoch})
             return {"status": "interrupted", "exit_code": 128 + int(signum), "run_dir": str(run_dir),
                     "checkpoint": str(path) if path else None, "epoch": trainer.epoch}
@@ -416,4 +437,4 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
     }
     meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
     tracker.finish("FINISHED", meta)
-    return {**meta, "status": "complete", "exit_code": 0}
+    return {**meta, "status": "complete", "exit_code": 0, "rank": dist.rank()}

@@ -1,0 +1,33 @@
+"""The training task: forward + loss as one module, so DistributedDataParallel wraps one thing.
+
+Like timm's `task/` classes, `TrainTask` owns what a training step computes -- the classifier on
+images, or only its head on cached base features -- and the loss. DDP syncs gradients in the
+backward of *its wrapped module's* forward, so both stages must run through `task(x, target)`;
+calling `model.forward_head` directly (as a lambda) would bypass the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from imagenette_lab.engine.evaluate import autocast_context
+from imagenette_lab.engine.optim import loss_fn
+
+
+class TrainTask(nn.Module):
+    """`task(x, target) -> (loss, logits)` for image batches or cached-feature batches (`cached`)."""
+
+    def __init__(self, model: nn.Module, *, cached: bool = False, amp: str = "off",
+                 device: torch.device | str = "cpu", label_smoothing: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.cached = cached
+        self.amp = amp
+        self.device = torch.device(device)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        with autocast_context(self.device, self.amp):
+            logits = self.model.forward_head(x) if self.cached else self.model(x)
+        return loss_fn(logits, target, self.label_smoothing), logits
