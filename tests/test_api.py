@@ -27,7 +27,7 @@ def test_import_is_light_and_lists_the_api() -> None:
             "print(bad, sorted(lab.__all__))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.startswith("[]"), out
-    for name in ("analyze", "zero_shot", "train", "predict", "export", "report", "load_config"):
+    for name in ("analyze", "zero_shot", "train", "evaluate", "predict", "export", "report", "load_config"):
         assert name in out
 
 
@@ -88,7 +88,10 @@ def test_train_returns_typed_result_refuses_overwrite_and_raises_on_interrupt(tm
     done = lab.train(resume=r.run_dir)
     assert done.epochs_run == 2 and done.record["resumed"]
 
-    preds = lab.predict(done.checkpoint, data / "val", top_k=2)
+    ev = lab.evaluate(done.run_dir, data, tmp_path / "eval", workers=0)
+    assert ev.metrics.accuracy == done.metrics.accuracy and ev.n_images == 9 and ev.accuracy_ci is not None
+
+    preds = lab.predict(done.checkpoint, data / "val", top_k=2, workers=0)
     assert isinstance(preds, PredictResult) and len(preds) == 9 and preds.backend == "pytorch"
     assert all(len(p.top) == 2 and p.top[0].probability >= p.top[1].probability for p in preds)
     assert preds.images_per_s > 0

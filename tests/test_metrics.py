@@ -273,8 +273,10 @@ def test_paired_comparison_hand_computed():
     assert out["n"] == 8 and out["head_accuracy"] == 6 / 8 and out["probe_accuracy"] == 5 / 8
     assert out["head_only_correct"] == 3 and out["probe_only_correct"] == 2
     assert out["mcnemar_exact_p"] == 1.0  # 3 vs 2 discordant: no evidence either way
-    lopsided = paired_comparison([0] * 12, [0] * 12, [1] * 12)
+    lopsided = paired_comparison([0, 1] * 6, [0, 1] * 6, [1, 0] * 6)
     assert lopsided["a_only_correct"] == 12 and lopsided["mcnemar_exact_p"] == 2 * 0.5**12
+    one_class = paired_comparison([0] * 12, [0] * 12, [1] * 12)  # one class: the test is skipped, with a reason
+    assert one_class["mcnemar_exact_p"] is None and "one class" in one_class["skipped"]
     assert paired_comparison([0, 1], [0, 1], [0, 1])["mcnemar_exact_p"] == 1.0
     with pytest.raises(ValueError, match="same non-zero number"):
         paired_comparison([0, 1], [0], [0, 1])

@@ -163,7 +163,7 @@ def test_plain_progress_lines_in_logs(data: Path, tmp_path: Path, monkeypatch, c
     assert [line.split(": step ")[1].split(",")[0] for line in lines] == ["1/3", "2/3"] * 2
     assert lines[0].startswith("epoch 1/2 main: step 1/3, ") and "img/s, loss " in lines[0]
     # Inference passes (validation, final evaluation) too: 6 val images / batch 4 = 2 batches.
-    assert "val: step 1/2" in " ".join(messages) and "eval best: step 1/2" in " ".join(messages)
+    assert "val: step 1/2" in " ".join(messages) and "eval: step 1/2" in " ".join(messages)
     # On a terminal the tqdm bar is the progress: no extra lines.
     caplog.clear()
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)

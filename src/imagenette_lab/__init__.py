@@ -6,6 +6,7 @@ The Python API (documented in `imagenette_lab.api`; each CLI command is a thin l
     zero_shot(root, out, model=...)  Exp 1, an ImageNet classifier -> ZeroShotResult
     load_config(config, **overrides) a typed RunConfig             -> RunConfig
     train(config, **overrides)       Exp 2 / Exp 3 / any model     -> TrainResult
+    evaluate(model, root, out)       score a checkpoint on a split -> EvaluateResult
     predict(model, inputs)           top-k classes for images      -> PredictResult
     export(checkpoint, out)          ONNX / safetensors / TorchScript + parity check -> ExportResult
     report(run_dirs, out)            self-contained HTML report    -> ReportResult
@@ -20,7 +21,7 @@ import typing as _t
 
 __version__ = "0.1.0"
 
-_API = ("analyze", "zero_shot", "load_config", "train", "predict", "export", "report")
+_API = ("analyze", "zero_shot", "load_config", "train", "evaluate", "predict", "export", "report")
 _ERRORS = ("LabError", "UserError", "UsageError", "TrainingInterrupted")
 __all__ = ["__version__", *_API, *_ERRORS]
 

@@ -5,6 +5,7 @@
     cfg = lab.load_config("exp3_transfer_cpu", root="data/imagenette2-160", epochs=3)
     run = lab.train(cfg)                          # TrainResult (raises TrainingInterrupted on Ctrl-C)
     print(run.metrics.accuracy, run.checkpoint)
+    lab.evaluate(run.checkpoint, "data/imagenette2-160", "runs/eval")  # EvaluateResult (with CIs)
     preds = lab.predict(run.checkpoint, ["photo.jpg"])
     lab.export(run.checkpoint, "model.onnx")      # ONNX + onnxruntime parity check
 
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
     from imagenette_lab.export import ExportResult
 
 __all__ = [
-    "AnalysisResult", "ClassScore", "ImagePrediction", "Metrics", "PredictResult", "ReportResult",
-    "Skipped", "TrainResult", "ZeroShotResult",
-    "analyze", "export", "load_config", "predict", "report", "train", "zero_shot",
+    "AnalysisResult", "ClassScore", "EvaluateResult", "ImagePrediction", "Metrics", "PredictResult",
+    "ReportResult", "Skipped", "TrainResult", "ZeroShotResult",
+    "analyze", "evaluate", "export", "load_config", "predict", "report", "train", "zero_shot",
 ]
 
 
@@ -85,6 +86,8 @@ class TrainResult:
     probe_accuracy: float | None  # logistic-regression probe on cached features (frozen base only)
     images_per_s: float | None  # mean training throughput
     record: dict[str, Any]  # run.json as written
+    accuracy_ci: tuple[float, float] | None = None  # bootstrap 95 % interval of the accuracy
+    selection: dict[str, Any] | None = None  # how the reported checkpoint was chosen (rule, split, epoch)
 
 
 @dataclass(frozen=True)
@@ -234,13 +237,41 @@ def train(config: str | Path | dict[str, Any] | RunConfig | None = None, /, *,
         epochs_run=int(res.get("epochs_run") or 0),
         checkpoint=best if best.is_file() else run_dir / "checkpoints" / "last.pt",
         probe_accuracy=probe.get("val_accuracy"), images_per_s=res.get("images_per_s"),
-        record={k: v for k, v in res.items() if k not in ("status", "exit_code")})
+        record={k: v for k, v in res.items() if k not in ("status", "exit_code")},
+        accuracy_ci=tuple(ci) if (ci := (res.get("metrics_ci") or {}).get("accuracy")) else None,
+        selection=res.get("selection"))
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    out_dir: Path
+    metrics: Metrics
+    accuracy_ci: tuple[float, float] | None  # bootstrap 95 % interval of the accuracy
+    n_images: int
+    details: dict[str, Any]  # metrics.json as written
+
+
+def evaluate(model: str | Path, root: str | Path, out: str | Path, *, split: str = "val",
+             batch_size: int | None = None, workers: int = 2, device: str = "auto", amp: str | None = None,
+             limit_per_class: int | None = None, weights: str | None = None, weights_file: str | Path | None = None,
+             class_map: str | Path | None = None) -> EvaluateResult:
+    """Score a `train` checkpoint (file or run dir) or an ImageNet-1k model on `<root>/<split>` into
+    `out` (predictions.npz/.csv, metrics.json with confidence intervals, plots). On a checkpoint the
+    defaults are the training run's own, so its val split reproduces `<run>/eval/metrics.json`."""
+    from imagenette_lab.evaluation import evaluate as run_evaluate
+
+    m = run_evaluate(str(model), root, out, split=split, batch_size=batch_size, workers=workers, device=device,
+                     amp=amp, limit_per_class=limit_per_class, weights=weights,
+                     weights_file=str(weights_file) if weights_file else None, class_map=class_map)
+    ci = (m.get("ci") or {}).get("accuracy")
+    return EvaluateResult(Path(out).expanduser(), Metrics.from_dict(m), tuple(ci) if ci else None,
+                          int(m.get("n") or 0), m)
 
 
 def predict(model: str | Path, inputs: Iterable[str | Path] | str | Path, *, top_k: int = 3,
             batch_size: int = 32, device: str = "cpu", weights: str | None = None,
             weights_file: str | Path | None = None, img_size: int | None = None,
-            labels: list[str] | str | Path | None = None,
+            labels: list[str] | str | Path | None = None, workers: int = 2, amp: str = "auto",
             on_skip: Callable[[Any], None] | None = None) -> PredictResult:
     """Top-k classes per image. `model`: a `train` checkpoint (.pt or run directory), an exported
     .onnx file (onnxruntime backend) or an ImageNet-1k model name. Inputs: files and directories.
@@ -258,7 +289,9 @@ def predict(model: str | Path, inputs: Iterable[str | Path] | str | Path, *, top
                                resolve_device(device))
     _apply_request(predictor, img_size, labels)
     timed = _timed(predictor)
-    results, skips = run_predict(predictor, inputs, top_k, batch_size, on_skip=on_skip)
+    if getattr(predictor.model, "backend", "pytorch") != "pytorch":
+        amp = "off"  # autocast means nothing to onnxruntime; the graph runs in float32
+    results, skips = run_predict(predictor, inputs, top_k, batch_size, on_skip=on_skip, workers=workers, amp=amp)
     images = [ImagePrediction(Path(r["path"]), [ClassScore(p["class"], int(p["index"]), float(p["probability"]))
                                                 for p in r["predictions"]]) for r in results]
     seconds, n = timed.seconds, timed.images

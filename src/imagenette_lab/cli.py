@@ -13,7 +13,8 @@ import sys
 from imagenette_lab import __version__
 from imagenette_lab.errors import LabError
 
-COMMANDS = ["download", "analyze", "audit", "zero_shot", "train", "predict", "export", "report", "reproduce"]
+COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "export",
+            "report", "reproduce"]
 
 
 def build_parser() -> argparse.ArgumentParser:

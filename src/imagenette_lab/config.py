@@ -26,6 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.scheduler": ("onecycle", "cosine", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.monitor": ("val_acc", "val_f1", "val_loss"),
+    "train.select": ("auto", "holdout", "last", "eval_split"),
     "train.loggers": ("csv", "jsonl", "tensorboard", "mlflow"),  # each list item
 }
 
@@ -46,6 +47,11 @@ class DataConfig:
     workers: int = 2
     limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
     val_limit_per_class: int = 0
+    cache: bool = False  # decode once into a uint8 tensor cache (imagenette-lab cache) and train from it
+    cache_size: int = 0  # stored side of the cache; 0 = img_size / eval_crop_pct (eval from it is exact)
+    progressive_min_size: int = 0  # >0: fastai-style progressive resizing, train crops grow from this size ...
+    progressive_frac: float = 0.5  # ... to img_size over this fraction of the main stage's epochs
+    holdout_frac: float = 0.05  # stratified, seeded slice of train that selects the checkpoint (0 = none)
 
 
 @dataclass
@@ -83,10 +89,13 @@ class TrainConfig:
     finetune_epochs: int = 0  # > 0: unfreeze the base for a second, low-LR stage (disables the cache)
     finetune_lr: float = 1e-4
     eval_every: int = 1
-    monitor: str = "val_acc"  # picks the `best` checkpoint
+    monitor: str = "val_acc"  # the metric that picks the `best` checkpoint, computed on the selection split
+    # auto = best epoch on the holdout (last epoch without one); eval_split selects on val: explicit only
+    select: str = "auto"
     log_every: int = 20  # batches between progress-bar metric refreshes
     # Files under checkpoints/: comma list of last, best, prev (last.pt.prev), epochs (epoch_NNN.pt), or all.
     checkpoints_keep: str = "last,best"
+    compile: bool = False  # torch.compile the training forward (benchmarks/bench_train.py: measure first)
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     # Per-epoch metric sinks (tracking.py): csv/jsonl = history.csv/.jsonl in the run folder;
     # tensorboard = event files in <run>/tensorboard; mlflow = params, metrics, artifacts.

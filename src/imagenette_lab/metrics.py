@@ -139,28 +139,13 @@ def compute_metrics(
 
 
 def paired_comparison(y_true: Any, pred_a: Any, pred_b: Any, names: tuple[str, str] = ("a", "b")) -> dict[str, Any]:
-    """Two classifiers scored on the same items: accuracies, the discordant counts, McNemar's exact p.
-
-    On a small val set an accuracy gap of a few items is noise; only the items exactly one model
-    gets right carry evidence, and the exact (binomial) McNemar test says how much.
-    """
-    from scipy.stats import binomtest
+    """Two classifiers scored on the same items: accuracies, the 2x2 table, McNemar's exact p
+    (one implementation: `stats.paired_table`)."""
+    from imagenette_lab.stats import paired_table
 
     yt = _as_labels(y_true, "y_true")
     a, b = _as_labels(pred_a, names[0]), _as_labels(pred_b, names[1])
-    if not len(yt) == len(a) == len(b) or len(yt) == 0:
-        raise ValueError(f"need the same non-zero number of labels and predictions, got {len(yt)}/{len(a)}/{len(b)}")
-    ra, rb = a == yt, b == yt
-    a_only, b_only = int((ra & ~rb).sum()), int((rb & ~ra).sum())
-    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-    return {
-        "n": int(len(yt)),
-        f"{names[0]}_accuracy": float(ra.mean()),
-        f"{names[1]}_accuracy": float(rb.mean()),
-        f"{names[0]}_only_correct": a_only,
-        f"{names[1]}_only_correct": b_only,
-        "mcnemar_exact_p": float(p),
-    }
+    return paired_table(yt, a, b, names=names)
 
 
 def confusion(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
@@ -273,12 +258,14 @@ def save_evaluation(
     confidence: Any = None,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
     top_k_confused: int = 10,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the evaluation bundle (metrics, reports, confusion matrices, predictions, plots) to out_dir.
 
     `confidence` overrides the per-sample confidence in predictions.csv (e.g. the 1000-way max
     probability for OTHER predictions); `extra_columns` are appended to predictions.csv.
-    top_losses.png is drawn only when both paths and probs are given. Returns compute_metrics().
+    top_losses.png is drawn only when both paths and probs are given. `extra` entries (e.g. "ci")
+    are added to metrics.json. Returns compute_metrics() (+ extra).
     """
     names = _check_names(class_names)
     yt, yp, p = _validate(y_true, y_pred, len(names), probs)
@@ -290,7 +277,7 @@ def save_evaluation(
     def dest(name: str) -> Path:
         return out / f"{prefix}{name}"
 
-    metrics = compute_metrics(yt, yp, names, probs=p)
+    metrics = {**compute_metrics(yt, yp, names, probs=p), **(extra or {})}
     atomic_write_json(dest("metrics.json"), metrics)
 
     report_kw = dict(labels=list(range(len(names))), target_names=names, zero_division=0)

@@ -114,12 +114,16 @@ def plot_history(history: pd.DataFrame | Iterable[Mapping], out_png: str | Path,
     NaN values (an epoch that did not measure something) are skipped and the line joins its
     neighbours; markers keep a lone measured epoch visible.
     """
-    df = history_frame(history)
+    raw = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+    df = history_frame(raw)
+    for col in ("holdout_acc", "holdout_loss"):
+        df[col] = pd.to_numeric(raw[col], errors="coerce").to_numpy(float) if col in raw else np.nan
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = (("acc", "Accuracy", axes[0]), ("loss", "Loss", axes[1]))
     for metric, label, ax in panels:
         drawn = False
-        for split, style in (("train", "-o"), ("val", "--s")):
+        # holdout: the slice of train that picks the checkpoint (data.holdout_frac); absent in older runs.
+        for split, style in (("train", "-o"), ("val", "--s"), ("holdout", ":^")):
             series = df[["epoch", f"{split}_{metric}"]].dropna()
             if series.empty:
                 continue

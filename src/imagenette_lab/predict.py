@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from imagenette_lab.data.dataset import BadImageError, load_rgb
+from imagenette_lab.data.dataset import BadImageError, Sample, SplitIndex, probe
 from imagenette_lab.data.transforms import eval_transform
 from imagenette_lab.errors import UsageError, UserError
+from imagenette_lab.predictions import infer
 
 log = logging.getLogger(__name__)
 
@@ -111,40 +112,21 @@ def iter_files(inputs: Iterable[str | Path]) -> Iterator[Path]:
             raise UserError(f"{p} does not exist")
 
 
-def _batches(paths: Iterable[Path], transform: Callable, draft: int | None, batch_size: int,
-             on_skip: Callable[[Skip], None]) -> Iterator[tuple[list[Path], torch.Tensor]]:
-    batch_paths: list[Path] = []
-    tensors: list[torch.Tensor] = []
-    for path in paths:
-        try:
-            img = load_rgb(path, draft)
-        except BadImageError as e:
-            reason = str(e)
-            if "cannot identify image file" in reason:
-                reason = "not an image"
-            on_skip(Skip(str(path), reason))
-            continue
-        try:
-            tensors.append(transform(img))
-        except Exception as e:  # noqa: BLE001 - e.g. a 1x1 image the crop cannot handle
-            on_skip(Skip(str(path), f"cannot preprocess: {e}"))
-            continue
-        batch_paths.append(path)
-        if len(tensors) == batch_size:
-            yield batch_paths, torch.stack(tensors)
-            batch_paths, tensors = [], []
-    if tensors:
-        yield batch_paths, torch.stack(tensors)
-
-
 def predict(
     predictor: Predictor,
     inputs: Iterable[str | Path],
     top_k: int = 3,
     batch_size: int = 32,
     on_skip: Callable[[Skip], None] | None = None,
+    *,
+    workers: int = 2,
+    amp: str = "auto",
+    channels_last: bool = True,
 ) -> tuple[list[dict[str, Any]], list[Skip]]:
-    """[{path, predictions: [{class, probability}, ...top_k]}] for every readable image, + the skips."""
+    """[{path, predictions: [{class, index, probability}, ...top_k]}] for every readable image, + the skips.
+
+    One batched inference through `predictions.infer` (the same fast path as evaluation).
+    """
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
     if batch_size < 1:
@@ -153,7 +135,6 @@ def predict(
     if not files:
         raise UserError("no files to classify (the directories are empty)")
     k = min(top_k, len(predictor.labels))
-    transform = eval_transform(predictor.data_cfg)
     size = int(predictor.data_cfg["input_size"][-1])
     draft = int(math.floor(size / float(predictor.data_cfg.get("crop_pct", 0.875))))
     skipped: list[Skip] = []
@@ -163,23 +144,28 @@ def predict(
         if on_skip:
             on_skip(s)
 
+    # Header check first (cheap, gives the reason); a file that fails to decode later is dropped by the loader.
+    samples = []
+    for path in files:
+        try:
+            samples.append(Sample(path, -1, *probe(path)))
+        except BadImageError as e:
+            skip(Skip(str(path), str(e)))
     results: list[dict[str, Any]] = []
-    with torch.inference_mode():
-        for paths, x in _batches(files, transform, draft, batch_size, skip):
-            logits = predictor.model(x.to(predictor.device))
-            if logits.ndim != 2 or logits.shape[1] != len(predictor.labels):
-                raise UserError(
-                    f"{predictor.source} outputs {tuple(logits.shape[1:])} scores per image but has "
-                    f"{len(predictor.labels)} class names"
-                )
-            probs = torch.softmax(logits.float(), dim=1).cpu()
-            top_p, top_i = probs.topk(k, dim=1)
-            for path, ps, idx in zip(paths, top_p.tolist(), top_i.tolist()):
-                results.append({
-                    "path": str(path),
-                    "predictions": [{"class": predictor.labels[i], "index": int(i), "probability": float(p)}
-                                    for p, i in zip(ps, idx)],
-                })
+    if samples:
+        index = SplitIndex(Path("."), "files", list(predictor.labels), samples)
+        preds = infer(predictor.model, index, eval_transform(predictor.data_cfg), predictor.labels,
+                      batch_size=batch_size, workers=workers, device=predictor.device, amp=amp,
+                      channels_last=channels_last, draft=draft, desc="predict", skip_errors=True)
+        for path in preds.meta["skipped"]:
+            skip(Skip(path, "could not be decoded or preprocessed"))
+        top_p, top_i = torch.from_numpy(preds.probs()).float().topk(k, dim=1)
+        for path, ps, idx in zip(preds.paths, top_p.tolist(), top_i.tolist()):
+            results.append({
+                "path": str(path),
+                "predictions": [{"class": predictor.labels[i], "index": int(i), "probability": float(p)}
+                                for p, i in zip(ps, idx)],
+            })
     if not results:
         raise UserError(f"none of the {len(files)} file(s) could be read as an image")
     return results, skipped

@@ -146,6 +146,7 @@ def reproduce(
     overrides: list[str] | None = None,
     force: bool = False,
     workers: int | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
@@ -154,6 +155,8 @@ def reproduce(
     overrides = overrides or []
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
+    if seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
     # Every stage's config, resolved now: a bad --set key of a late stage fails before any work.
     for stage in ("exp2", "exp3"):
         _train_config(stage, prof, overrides, workers, Path(out), Path("."))
@@ -185,7 +188,9 @@ def reproduce(
         record = read_record(stage_dir)
         same = record is not None and record["hash"] == hashes[stage]
         entry: dict[str, Any] = {"dir": str(stage_dir), "hash": hashes[stage]}
-        if _done(stage_dir) and same and not force:
+        # --seeds N: a trained stage is complete once its <dir>_seeds/ summary exists too.
+        seeds_done = seeds <= 1 or stage not in ("exp2", "exp3") or _done(out / f"{STAGE_DIRS[stage]}_seeds")
+        if _done(stage_dir) and same and seeds_done and not force:
             log.info("%s: unchanged and already complete in %s, skipped (--force reruns it)", stage, stage_dir)
             summary["stages"][stage] = {**entry, "skipped": True}
             continue
@@ -219,7 +224,12 @@ def reproduce(
         else:
             from imagenette_lab.engine.train import train
 
-            result = train(cfgs[stage], resume=stage_dir if resume else None)
+            if seeds > 1:  # finished seeds are reused unless the stage's settings changed
+                from imagenette_lab.seeds import train_seeds
+
+                result = train_seeds(cfgs[stage], seeds, overwrite=force or not same)
+            else:
+                result = train(cfgs[stage], resume=stage_dir if resume else None)
             if result.get("status") != "complete":
                 raise KeyboardInterrupt  # interrupted: the checkpoint is saved, a rerun resumes
         discard(old)  # the replacement is complete: the old results go

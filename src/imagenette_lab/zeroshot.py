@@ -23,11 +23,12 @@ import torch
 
 from imagenette_lab import metrics as M
 from imagenette_lab.data.classes import display_name, imagenet_indices, imagenet_labels, load_class_map
-from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.dataset import index_split
 from imagenette_lab.data.transforms import eval_transform
-from imagenette_lab.engine.evaluate import make_loader, resolve_device, run_inference
+from imagenette_lab.engine.evaluate import resolve_device
 from imagenette_lab.errors import UserError
 from imagenette_lab.models.factory import create_imagenet_model, data_config
+from imagenette_lab.predictions import infer
 from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_out_dir, write_run_json
 
 log = logging.getLogger(__name__)
@@ -126,45 +127,31 @@ def run_zero_shot(
     dcfg = data_config(net, model, weights)
     size = int(dcfg["input_size"][-1])
     # JPEG draft decoding only shrinks by powers of two while staying >= the requested size: lossless here.
-    dataset = ImageFolder(index, eval_transform(dcfg), draft=int(size / float(dcfg.get("crop_pct", 0.875))))
-    loader = make_loader(dataset, batch_size, workers)
-    res = run_inference(net, loader, device=dev, amp=amp, channels_last=channels_last, desc="zero-shot")
-    if res.n == 0:
+    draft = int(size / float(dcfg.get("crop_pct", 0.875)))
+    # One inference, all 1000 logits kept; `columns` maps each class folder to its ImageNet logit.
+    preds = infer(net, index, eval_transform(dcfg), names, columns=class_idx, batch_size=batch_size,
+                  workers=workers, device=dev, amp=amp, channels_last=channels_last, draft=draft,
+                  desc="zero-shot", name=f"zero_shot_{model}", meta={"model": model, "weights": weights})
+    if preds.n == 0:
         raise UserError(f"none of the {len(index)} images in {index.root} could be decoded")
-
-    order = res.indices.numpy()
-    y_true = res.labels.numpy()
-    paths = [str(index.samples[i].path) for i in order]
-    zs = zero_shot_predictions(res.outputs, class_idx, y_true)
+    y_true, paths = preds.targets, preds.paths
+    zs = zero_shot_predictions(torch.from_numpy(preds.logits), class_idx, y_true)  # checks the shape
     labels_1000 = imagenet_labels()
 
     results: dict[str, dict[str, Any]] = {}
-    results["restricted"] = M.save_evaluation(
-        out_dir / "restricted", y_true, zs.restricted_pred, names,
-        probs=zs.restricted_probs, paths=paths,
-        title=f"{model} zero-shot, restricted to {len(names)} classes",
-    )
-    m1000 = M.save_evaluation(
-        out_dir / "imagenet1000", y_true, zs.imagenet1000_pred, names,
-        probs=zs.imagenet1000_probs, paths=paths, confidence=zs.imagenet1000_confidence,
+    results["restricted"] = preds.restrict().save(
+        out_dir / "restricted", title=f"{model} zero-shot, restricted to {len(names)} classes")
+    # Top-5 of the 1000-way view is ImageNet top-5: the true class among all 1000 outputs' top 5.
+    results["imagenet1000"] = m1000 = preds.save(
+        out_dir / "imagenet1000", title=f"{model} zero-shot, 1000-way argmax",
         extra_columns={
             "imagenet_index": zs.top1_imagenet.tolist(),
             "imagenet_label": [labels_1000[i] for i in zs.top1_imagenet],
         },
-        title=f"{model} zero-shot, 1000-way argmax",
     )
-    # compute_metrics' top-5 ranks only the C dataset classes (same as restricted); for the 1000-way
-    # view the meaningful figure is ImageNet top-5: the true class among all 1000 top-5 guesses.
-    m1000["top5_accuracy"] = float(zs.top5_imagenet_hit.mean())
-    atomic_write_json(out_dir / "imagenet1000" / "metrics.json", m1000)
-    results["imagenet1000"] = m1000
 
     skipped = [{"path": s.path, "reason": s.reason} for s in index.skipped]
-    arrived = set(order.tolist())
-    skipped += [
-        {"path": str(s.path), "reason": "could not be decoded"}
-        for i, s in enumerate(index.samples) if i not in arrived
-    ]
+    skipped += [{"path": p, "reason": "could not be decoded"} for p in preds.meta["skipped"]]
     _write_predictions(out_dir / "predictions.csv", paths, y_true, zs, names, labels_1000)
 
     combined = {
@@ -178,11 +165,11 @@ def run_zero_shot(
         "classes": index.classes,
         "class_names": names,
         "imagenet_indices": class_idx,
-        "n_images": res.n,
+        "n_images": preds.n,
         "device": str(dev),
         "amp": amp,
-        "seconds": round(res.seconds, 3),
-        "images_per_s": round(res.images_per_s, 2),
+        "seconds": preds.meta["seconds"],
+        "images_per_s": preds.meta["images_per_s"],
         "n_skipped": len(skipped),
         "skipped": skipped,
     }
@@ -191,7 +178,7 @@ def run_zero_shot(
     log.info(
         "zero-shot %s on %d images: %.1f s, %.1f img/s; restricted acc %.4f macro-F1 %.4f; "
         "1000-way acc %.4f macro-F1 %.4f (%d OTHER); %d skipped",
-        model, res.n, res.seconds, res.images_per_s,
+        model, preds.n, preds.meta["seconds"], preds.meta["images_per_s"],
         results["restricted"]["accuracy"], results["restricted"]["macro_f1"],
         m1000["accuracy"], m1000["macro_f1"], m1000["other_predictions"], len(skipped),
     )
@@ -199,7 +186,7 @@ def run_zero_shot(
         out_dir, "zero_shot", f"zero_shot_{model}", started,
         model=model, weights=weights, weights_file=combined["weights_file"],
         metrics={v: _summary(results[v]) for v in VARIANTS},
-        images_per_s=combined["images_per_s"], n_images=res.n, n_skipped=len(skipped),
+        images_per_s=combined["images_per_s"], n_images=preds.n, n_skipped=len(skipped),
     )
     return combined
 

@@ -20,13 +20,25 @@ pytestmark = pytest.mark.slow
 def _run(recipe: str, out: Path) -> dict:
     cfg = load_config(recipe, extra={"out_dir": str(out), "data": {"root": str(require(REAL_224))}})
     meta = train(cfg)
-    assert meta["status"] == "complete" and meta["n_train"] == 9469 and meta["n_skipped"] == 0
+    assert meta["status"] == "complete" and meta["n_train"] + meta["n_holdout"] == 9469 and meta["n_skipped"] == 0
     return meta
 
 
 def test_exp2_scratch_cpu_reaches_085(tmp_path: Path) -> None:
     meta = _run("exp2_scratch_cpu", tmp_path)
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
+
+
+def test_exp2_fast_cpu_reaches_085_in_half_the_time(tmp_path: Path) -> None:
+    """exp2_fast_cpu (tensor cache + progressive resizing): >= .85 in at most half of exp2_scratch_cpu's 52 min
+    (the time goal holds on the 2-core AMX machine the 52 min were measured on; set
+    IMAGENETTE_LAB_EXP2_BASELINE_S to that recipe's wall time on another machine)."""
+    import os
+
+    meta = _run("exp2_fast_cpu", tmp_path)
+    assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
+    baseline_s = float(os.environ.get("IMAGENETTE_LAB_EXP2_BASELINE_S", 52 * 60))
+    assert meta["wall_time_s"] <= baseline_s / 2, meta["wall_time_s"]
 
 
 def test_exp3_transfer_cpu_head_not_below_probe(tmp_path: Path) -> None:

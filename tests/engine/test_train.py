@@ -23,8 +23,9 @@ from imagenette_lab.errors import UserError
 from tests.helpers import REPO, TINY_CLASSES, make_dataset
 
 # test_resnet: timm's 370k-parameter ResNet, with BatchNorm; amp off because bf16 kernels warm up slowly.
+# holdout_frac=0: the last epoch is reported (selection on a holdout: tests/engine/test_selection.py).
 TINY = ["model.name=test_resnet", "data.img_size=16", "data.batch_size=8", "data.workers=0",
-        "data.augment=baseline", "train.amp=off"]
+        "data.augment=baseline", "train.amp=off", "data.holdout_frac=0"]
 # Everything random or stateful at once: mixup/cutmix, dropout, accumulation, clipping, warmup.
 EXACT = TINY + ["data.mixup=0.2", "data.cutmix=1.0", "optim.grad_accum=2", "optim.grad_clip=1.0",
                 "optim.warmup_epochs=1", "model.dropout=0.3", "train.epochs=3"]
@@ -82,7 +83,8 @@ def test_cli_train_outputs_and_learning(data: Path, tmp_path: Path, capsys) -> N
     assert meta["kind"] == "train" and meta["status"] == "complete" and meta["epochs_run"] == 3
     assert meta["metrics"]["accuracy"] > 0.5 and hist["train_acc"].iloc[-1] > 0.8
     assert set(meta["metrics"]) == {"accuracy", "macro_f1", "macro_precision", "macro_recall"}
-    assert meta["best_epoch"] == int(hist.loc[hist["val_acc"].idxmax(), "epoch"])
+    assert meta["best_epoch"] == 3 and meta["selection"] == {
+        "rule": "last", "split": None, "epoch": 3, "metric": None, "value": None, "n": None}
     reasons = {Path(s["path"]).name: s["reason"] for s in meta["skipped"]}
     assert {"truncated.JPEG", "empty.JPEG", "notes.txt"} == set(reasons) and meta["n_skipped"] == 3
     assert meta["n_train"] == 22 and hist["train_n"].iloc[0] == 21  # the truncated JPEG never trains

@@ -34,6 +34,9 @@ def register(sub) -> None:
                    help="input side length to use (an .onnx file built for another size is refused)")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="class names, one per line (a model with another class count is refused)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes (0 = in-process)")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision: auto = bf16 on CPU, fp16 on CUDA")
     p.set_defaults(func=run)
 
 
@@ -44,12 +47,14 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     import imagenette_lab.api as lab
     from imagenette_lab.predict import print_skip
 
     r = lab.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                     weights=args.weights, weights_file=args.weights_file, img_size=args.img_size,
-                    labels=args.labels, on_skip=print_skip)
+                    labels=args.labels, workers=args.workers, amp=args.amp, on_skip=print_skip)
     if args.json:
         out = [{"path": str(im.path), "predictions": [{"class": c.name, "probability": c.probability} for c in im.top]}
                for im in r.images]

@@ -21,6 +21,8 @@ def register(sub):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="EXP.KEY=VALUE",
                    help="override a training config value, e.g. exp2.train.epochs=3 (repeatable)")
     p.add_argument("--workers", type=int, default=None, help="data-loader workers")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train Exp 2 and Exp 3 with N seeds (sibling folders + <stage>_seeds/ summary)")
     p.add_argument("--force", action="store_true",
                    help="rerun stages even when complete and unchanged (a stage whose settings or "
                    "data changed always reruns)")
@@ -34,6 +36,6 @@ def run(args) -> int:
     from imagenette_lab.reproduce import reproduce
 
     summary = reproduce(args.profile, args.out, root=args.root, stages=args.stages,
-                        overrides=args.overrides, force=args.force, workers=args.workers)
+                        overrides=args.overrides, force=args.force, workers=args.workers, seeds=args.seeds)
     print(f"report: {summary['report']}")
     return 0

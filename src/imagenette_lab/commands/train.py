@@ -33,6 +33,10 @@ def register(sub) -> None:
                    help="start the backbone from a local ImageNet checkpoint instead of a download "
                    "(sets model.weights_file)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) into sibling run folders <name>, <name>_seed<s>, and "
+                   "write <name>_seeds/ (mean ± sd per metric, per-seed table, banded curves); finished seeds "
+                   "are reused on a rerun")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run")
     p.set_defaults(func=run)
@@ -43,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --config NAME|FILE (or --resume RUN_DIR)")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1 and args.resume is not None:
+        raise UsageError("--seeds starts (or continues) the seed runs itself; "
+                         "rerun the same command instead of --resume")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
     if args.weights_file is not None and args.resume is not None:
@@ -56,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
     from imagenette_lab.config import parse_overrides
 
     overrides.update(_dotted(parse_overrides(args.overrides)))  # --set beats the shortcut flags
+    if args.seeds > 1:
+        from imagenette_lab.seeds import train_seeds
+
+        result = train_seeds(lab.load_config(args.config, **overrides), args.seeds, overwrite=args.overwrite)
+        if result["status"] == "complete":
+            for k in ("accuracy", "macro_f1"):
+                s = result["metrics"][k]
+                print(f"{k} over {result['n_seeds']} seeds: {s['mean']:.4f} ± {s['sd']:.4f} "
+                      f"(min {s['min']:.4f}, max {s['max']:.4f})")
+        return int(result["exit_code"])
     # An interrupt raises TrainingInterrupted: the CLI prints it in one line and exits 128 + signal.
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
     try:
@@ -67,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if not rank0:
         return 0
     extra_probe = f", probe {r.probe_accuracy:.4f}" if r.probe_accuracy is not None else ""
-    print(f"{r.run_dir}: val accuracy {r.metrics.accuracy:.4f}, macro F1 {r.metrics.macro_f1:.4f} "
-          f"(best epoch {r.best_epoch}){extra_probe}")
+    ci_text = f" [{r.accuracy_ci[0]:.4f}, {r.accuracy_ci[1]:.4f}]" if r.accuracy_ci else ""
+    how = {"best_on_holdout": "best on holdout", "last": "last epoch",
+           "best_on_eval_split": "best on val (selected on the reported split)"}.get((r.selection or {}).get("rule"), "best")
+    print(f"{r.run_dir}: val accuracy {r.metrics.accuracy:.4f}{ci_text}, macro F1 {r.metrics.macro_f1:.4f} "
+          f"(epoch {r.best_epoch}, {how}){extra_probe}")
     return 0
 
 

@@ -194,6 +194,10 @@ def index_split(
             )
     samples: list[Sample] = []
     skipped: list[Skipped] = []
+    # Probes persist across runs (keyed by path + size + mtime): a second run opens no headers.
+    from imagenette_lab.data.index_store import ProbeStore
+
+    store = ProbeStore.for_split(root, split)
     for label, cls in enumerate(classes):
         cdir = split_dir / cls
         files: list[Path] = []
@@ -209,11 +213,12 @@ def index_split(
                 skipped.append(Skipped(str(p), "not an image file extension"))
             else:
                 try:
-                    samples.append(Sample(p, label, *probe(p)))
+                    samples.append(Sample(p, label, *store.probe(p, probe, BadImageError)))
                 except BadImageError as e:
                     skipped.append(Skipped(str(p), str(e)))
         if len(samples) == n_before:
             log.warning("class '%s' in %s has no readable images", cls, split_dir)
+    store.save()
     for s in skipped:
         log.warning("skipping %s (%s)", s.path, s.reason)
     if not samples:

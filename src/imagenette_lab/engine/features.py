@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from imagenette_lab.data.dataset import ImageFolder, SplitIndex
+from imagenette_lab.data.dataset import SplitIndex
+from imagenette_lab.data.sources import make_dataset
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine.evaluate import make_loader, run_inference
 from imagenette_lab.utils import atomic_write_bytes
@@ -81,12 +82,16 @@ def extract_view(
     channels_last: bool,
     seed: int,
     desc: str,
+    source: dict[str, Any] | None = None,
 ) -> Features:
     """(N', F) base features of the images that decode, sorted by index, for one view."""
     # Seeded per view: the augmented crops of view v are the same in every run, for any view count
     # (for a given number of ranks: each rank has its own stream).
     torch.manual_seed(dist.rank_seed(seed * 1000 + view))
-    loader = make_loader(ImageFolder(index, transform), batch_size, workers,
+    dataset = make_dataset(index, transform, **(source or {}))
+    if hasattr(dataset, "set_epoch"):  # per-sample seeded sources (tensor cache): one seed per view
+        dataset.set_epoch(view)
+    loader = make_loader(dataset, batch_size, workers,
                          sampler=dist.ShardSampler(len(index)), seed=dist.rank_seed(seed * 1000 + view))
     res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last,
                         desc=f"{desc} view {view}", fn=lambda m, x: m.forward_features(x))

@@ -29,11 +29,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
     lr = cfg.lr if lr is None else lr
     groups = param_groups(model, cfg.weight_decay)
+    # Fused kernels (one pass over all parameters, CPU and CUDA): benchmarks/bench_train.py measures them.
+    fast = {"fused": True} if _fusable(groups) else {}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **fast)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **fast)
     raise UserError(f"unknown optimizer '{cfg.name}'; choose one of {', '.join(CHOICES['optim.name'])}")
+
+
+def _fusable(groups: list[dict]) -> bool:
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
 def warmup_cosine(step: int, total: int, warmup: int, cosine: bool) -> float:

@@ -74,6 +74,13 @@ def validate_config(cfg: RunConfig) -> None:
         (cfg.train.eval_every >= 1, "train.eval_every must be >= 1"),
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.data.mixup >= 0 and cfg.data.cutmix >= 0, "data.mixup/cutmix must be >= 0"),
+        (cfg.data.cache_size == 0 or cfg.data.cache_size >= cfg.data.img_size,
+         "data.cache_size must be 0 (auto) or at least data.img_size"),
+        (0 <= cfg.data.progressive_min_size <= cfg.data.img_size and 0 < cfg.data.progressive_frac <= 1,
+         "data.progressive_min_size must be in [0, img_size] and data.progressive_frac in (0, 1]"),
+        (0 <= cfg.data.holdout_frac < 0.5, "data.holdout_frac must be in [0, 0.5)"),
+        (cfg.train.select != "holdout" or cfg.data.holdout_frac > 0,
+         "train.select=holdout needs data.holdout_frac > 0 (e.g. 0.05)"),
     ]
     for ok, msg in checks:
         if not ok:

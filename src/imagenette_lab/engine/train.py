@@ -12,8 +12,9 @@ Under torchrun every rank runs this same code (engine/distributed.py: DDP around
 engine/task.py, sharded data, metrics summed over ranks, files written by rank 0 only).
 
 Run directory `<out_dir>/<name>/`: config.yaml, checkpoints/{last,best}.pt (train.checkpoints_keep),
-history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the best checkpoint on val), and
-run.json (written last).
+history.csv/.jsonl, curves.png, features/ (the cache), eval/ (the selected checkpoint on val: see
+engine/selection.py, chosen on a holdout slice of train or the last epoch unless train.select=eval_split),
+holdout/predictions.npz, and run.json (written last).
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ import torch
 
 from imagenette_lab.config import RunConfig, save_config
 from imagenette_lab.data.classes import display_name
-from imagenette_lab.data.dataset import ImageFolder, index_split
+from imagenette_lab.data.dataset import index_split
 from imagenette_lab.data.seeding import PerSampleSeed
+from imagenette_lab.data.sources import make_dataset, source_from_config
+from imagenette_lab.data.sources import prepare as prepare_source
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
 from imagenette_lab import tracking
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
+from imagenette_lab.engine import selection as sel
 from imagenette_lab.engine.checkpoint import (
     BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
     load_checkpoint, load_model_state, parse_keep, restore_rng, save_retained,
 )
+from imagenette_lab.engine.fast import compiled, progressive_size
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
 )
@@ -70,7 +75,11 @@ class Trainer:
             log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp),
                                         cfg.model.channels_last))
         d = cfg.data
-        self.train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
+        # full_train_index: what the feature cache covers; train_index: what the weights are fit on.
+        self.full_train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
+        self.train_index, self.holdout_index, self.holdout_pos = sel.holdout_split(
+            self.full_train_index, d.holdout_frac, cfg.seed)
+        self.rule = sel.rule(cfg.train.select, d.holdout_frac if self.holdout_index is not None else 0.0)
         if len(self.train_index) < dist.world_size():
             raise UserError(f"{dist.world_size()} processes but only {len(self.train_index)} training images: "
                             "use fewer processes (--nproc_per_node) or more data")
@@ -97,12 +106,17 @@ class Trainer:
         else:
             self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
             self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
+        self.source = source_from_config(d, cfg.seed, self.data_cfg.get("interpolation", "bilinear"))
+        if dist.is_main():  # tensor caches (data.cache) are built once, by rank 0, before training
+            prepare_source([self.full_train_index, self.val_index], **self.source)  # covers the holdout
+        dist.barrier()
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
         self.ckpt = ckpt
         self.history: list[dict[str, Any]] = list(ckpt["history"]) if ckpt else []
         self.epoch = int(ckpt["epoch"]) if ckpt else 0
-        self.best: dict[str, Any] = dict(ckpt["best"]) if ckpt else {"metric": cfg.train.monitor, "value": None, "epoch": None}
+        self.best: dict[str, Any] = dict(ckpt["best"]) if ckpt else {
+            "rule": self.rule, "metric": sel.monitor_key(self.rule, cfg.train.monitor), "value": None, "epoch": None}
         self.probe: dict[str, Any] | None = ckpt.get("probe") if ckpt else None
         self.probe_pred: dict[int, int] = dict(ckpt.get("probe_pred") or {}) if ckpt else {}
         self.skipped: dict[str, str] = {s.path: s.reason for s in self.train_index.skipped + self.val_index.skipped}
@@ -111,6 +125,7 @@ class Trainer:
         self.current: tuple[Stage, StepContext] | None = None
         self.features_seconds = 0.0
         self._cache: tuple[feat.Features, feat.Features] | None = None
+        self._holdout_feats: feat.Features | None = None
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, stage: Stage, ctx: StepContext, *, step: int = 0, partial: dict | None = None,
@@ -176,20 +191,21 @@ class Trainer:
                 "base": feat.weights_fingerprint(self.model.base)}
         aug = [cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing]
         out = []
-        for split, index, tfs in (("train", self.train_index, views), ("val", self.val_index, views[:1])):
+        for split, index, tfs in (("train", self.full_train_index, views), ("val", self.val_index, views[:1])):
             f = feat.load_or_extract(
                 self.run_dir / "features", split, {**meta, "split": feat.split_fingerprint(index)}, aug,
                 self.model, index, tfs, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
                 device=self.device, amp=cfg.train.amp, channels_last=cfg.model.channels_last, seed=cfg.seed,
-                desc=f"features {split}")
+                desc=f"features {split}", source=self.source)
             self.features_seconds += f.seconds
             for p in skipped_paths(index, f):
                 self.skipped.setdefault(p, "could not be decoded")
             out.append(f)
-        self._cache = (out[0], out[1])
+        fit, self._holdout_feats = sel.split_features(out[0], self.holdout_pos)
+        self._cache = (fit, out[1])
         if self.probe is None and dist.is_main():
             t0 = time.perf_counter()
-            self.probe, self.probe_pred = feat.fit_probe(out[0], out[1], cfg.seed)
+            self.probe, self.probe_pred = feat.fit_probe(fit, out[1], cfg.seed)  # same images as the head
             self.probe["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("logistic-regression probe on cached features: val accuracy %.4f",
                      self.probe.get("val_accuracy", float("nan")))
@@ -212,15 +228,19 @@ class Trainer:
             workers = 0
         else:
             tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
-            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes.
-            dataset = PerSampleSeed(ImageFolder(self.train_index, tf), cfg.seed)
+            # Augmentation seeded per (seed, epoch, index): exact resume with worker processes
+            # (the cache source seeds its batched crops itself).
+            dataset = make_dataset(self.train_index, tf, **self.source)
+            if self.source["source"] == "folder":
+                dataset = PerSampleSeed(dataset, cfg.seed)
             amp, channels_last = cfg.train.amp, cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
             if channels_last:
                 model.to(memory_format=torch.channels_last)
         # One module for DDP in both stages (the cached stage included): see engine/task.py.
-        task = dist.wrap(TrainTask(model, cached=stage.cached, amp=amp, device=device,
+        net = compiled(model, cfg.train.compile and not stage.cached)  # shares model's parameters
+        task = dist.wrap(TrainTask(net, cached=stage.cached, amp=amp, device=device,
                                    label_smoothing=cfg.optim.label_smoothing), device)
         sampler = dist.make_sampler(dataset, shuffle=True, seed=cfg.seed)
         loader = make_loader(dataset, cfg.data.batch_size, workers, sampler=sampler, seed=cfg.seed)
@@ -274,6 +294,7 @@ class Trainer:
         state = partial or EpochState()
         sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
         dataset.set_epoch(epoch)
+        self._resize_for_epoch(stage, dataset, epoch)
         if rng is not None:
             restore_rng(rng)
         self.current = (stage, ctx)
@@ -290,6 +311,8 @@ class Trainer:
                     self.skipped.update(other)
         if epoch % cfg.train.eval_every == 0 or epoch == stage.last:
             row.update(self.validate(stage))
+            if self.holdout_index is not None:
+                row.update(self.validate(stage, holdout=True))
         else:
             row.update(val_loss=None, val_acc=None, val_f1=None)
         row["seconds"] = round(time.perf_counter() - t0, 3)
@@ -306,30 +329,39 @@ class Trainer:
             self.hooks["on_epoch_end"](row)
         self.stop.check()
 
-    def validate(self, stage: Stage) -> dict[str, Any]:
+    def _resize_for_epoch(self, stage: Stage, dataset: Any, epoch: int) -> None:
+        """Progressive resizing (data.progressive_min_size): this epoch's train crop size."""
+        d = self.cfg.data
+        if stage.cached or not d.progressive_min_size or stage.name != "main":
+            return
+        size = progressive_size(d.img_size, d.progressive_min_size, d.progressive_frac, epoch - stage.first + 1,
+                                stage.epochs)
+        inner = getattr(dataset, "dataset", dataset)  # PerSampleSeed wraps the folder source
+        inner.transform = train_transform({**self.data_cfg, "input_size": (3, size, size)}, d.augment,
+                                          d.min_scale, d.random_erasing)
+        log.info("epoch %d: training at %d px (progressive resizing)", epoch, size)
+
+    def validate(self, stage: Stage, holdout: bool = False) -> dict[str, Any]:
+        """val_* metrics on the val split, or holdout_* on the holdout slice of train."""
         if stage.cached:
             _, val = self.features()
+            f = self._holdout_feats if holdout else val
             # Each rank scores its own rows; val_metrics sums the confusion matrices over ranks.
-            logits, labels = head_logits(self.model, dist.shard(val.x).float()), dist.shard(val.labels)
+            logits, labels = head_logits(self.model, dist.shard(f.eval_view())), dist.shard(f.labels)
         else:
-            ds = ImageFolder(self.val_index, eval_transform(self.data_cfg))
+            ds = make_dataset(self.holdout_index if holdout else self.val_index, eval_transform(self.data_cfg),
+                              **self.source)
             sampler = dist.ShardSampler(len(ds))  # no padding: every val image counted exactly once
             loader = make_loader(ds, self.cfg.data.batch_size, self.cfg.data.workers, sampler=sampler)
             res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
-                                channels_last=self.cfg.model.channels_last, desc="val")
+                                channels_last=self.cfg.model.channels_last, desc="holdout" if holdout else "val")
             logits, labels = res.outputs, res.labels
-        return val_metrics(logits, labels, len(self.classes))
+        m = val_metrics(logits, labels, len(self.classes))
+        return {k.replace("val_", "holdout_"): v for k, v in m.items()} if holdout else m
 
     def _update_best(self, row: dict[str, Any]) -> bool:
-        metric = self.cfg.train.monitor
-        value = row.get(metric)
-        if value is None:
-            return False
-        old = self.best["value"]
-        if old is None or (value < old if metric == "val_loss" else value > old):
-            self.best = {"metric": metric, "value": value, "epoch": row["epoch"]}
-            return True
-        return False
+        self.best, improved = sel.update_best(self.best, row, self.rule, self.cfg.train.monitor)
+        return improved
 
     def _log_epoch(self, row: dict[str, Any], total: int) -> None:
         if not dist.is_main():
@@ -344,30 +376,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ final evaluation
     def final_eval(self) -> dict[str, Any]:
-        """The best checkpoint, as `predict` would rebuild it, on the val images -> <run>/eval/."""
-        from imagenette_lab.metrics import save_evaluation
+        """The selected checkpoint, as `evaluate`/`predict` rebuild it, on the val images -> <run>/eval/;
+        the holdout slice scored with it -> <run>/holdout/ (for calibration)."""
+        from imagenette_lab.predictions import infer
 
         cdir = checkpoint_dir(self.run_dir)
         path = cdir / BEST if (cdir / BEST).is_file() else cdir / LAST
-        load_model_state(self.model, load_checkpoint(path)["model"], str(path))
-        loader = make_loader(ImageFolder(self.val_index, eval_transform(self.data_cfg)),
-                             self.cfg.data.batch_size, self.cfg.data.workers)
-        res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
-                            channels_last=self.cfg.model.channels_last, desc="eval best")
-        for p in skipped_paths(self.val_index, res):
+        ckpt = load_checkpoint(path)
+        load_model_state(self.model, ckpt["model"], str(path))
+        if path.name == LAST and self.rule != "last":  # best.pt not kept: say what is really reported
+            log.warning("no checkpoints/best.pt (train.checkpoints_keep): reporting the last epoch")
+            self.rule, self.best = "last", {"rule": "last", "metric": None, "value": None, "epoch": ckpt["epoch"]}
+        c, b = self.cfg, self.best
+        kw = dict(batch_size=c.data.batch_size, workers=c.data.workers, device=self.device, amp=c.train.amp,
+                  channels_last=c.model.channels_last, name=c.name)
+        info = {"checkpoint": str(path), "selection": sel.selection_record(b, self.rule, len(self.holdout_pos))}
+        preds = infer(self.model, self.val_index, eval_transform(self.data_cfg), self.class_names,
+                      desc="eval", meta=info, **kw)
+        for p in preds.meta["skipped"]:
             self.skipped.setdefault(p, "could not be decoded")
-        probs = torch.softmax(res.outputs.float(), dim=1)
-        metrics = save_evaluation(
-            self.run_dir / "eval", res.labels.numpy(), probs.argmax(1).numpy(), self.class_names,
-            probs=probs.numpy(), paths=[str(self.val_index.samples[i].path) for i in res.indices],
-            title=f"{self.cfg.name} (best epoch {self.best['epoch']})")
-        metrics["eval_images_per_s"] = round(res.images_per_s, 2)
-        cmp = feat.head_vs_probe(self.probe_pred, res.indices.tolist(), res.labels.numpy(), probs.argmax(1).numpy())
+        metrics = preds.save(self.run_dir / "eval", title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
+        metrics["eval_images_per_s"] = preds.meta["images_per_s"]
+        if self.holdout_index is not None:
+            held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
+                         desc="holdout", meta=info, **kw)
+            held.save(self.run_dir / "holdout", gallery_n=0, title=f"{c.name} holdout (selection split)")
+            for p in held.meta["skipped"]:
+                self.skipped.setdefault(p, "could not be decoded")
+        cmp = feat.head_vs_probe(self.probe_pred, preds.indices.tolist(), preds.targets, preds.predicted())
         if cmp and self.probe is not None:
             self.probe["paired"] = cmp
             log.info("head vs probe on the same %d val images: accuracy %.4f vs %.4f; only the head right on %d, "
-                     "only the probe on %d (McNemar exact p = %.3g)", cmp["n"], cmp["head_accuracy"],
-                     cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"], cmp["mcnemar_exact_p"])
+                     "only the probe on %d (McNemar exact p = %s)", cmp["n"], cmp["head_accuracy"],
+                     cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"],
+                     "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
         return metrics
 
 
@@ -421,15 +463,17 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
     extra = {
         "run_dir": str(run_dir),
         "metrics": summary,
+        "metrics_ci": {k: v for k, v in (metrics.get("ci") or {}).items() if k in summary},
         "monitor": trainer.best,
         "best_epoch": trainer.best["epoch"],
+        "selection": sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos)),
         "epochs_run": trainer.epoch,
         "stages": [s.__dict__ for s in plan_stages(cfg)],
         "images_per_s": round(sum(r["images_per_s"] for r in rows) / len(rows), 2) if rows else None,
         "eval_images_per_s": metrics.get("eval_images_per_s"),
         "train_seconds": round(sum(r["seconds"] for r in trainer.history), 2),
         "feature_seconds": round(trainer.features_seconds, 2),
-        "n_train": len(trainer.train_index), "n_val": len(trainer.val_index),
+        "n_train": len(trainer.train_index), "n_val": len(trainer.val_index), "n_holdout": len(trainer.holdout_pos),
         "n_skipped": len(trainer.skipped),
         "skipped": [{"path": p, "reason": r} for p, r in sorted(trainer.skipped.items())],
         "probe": trainer.probe,

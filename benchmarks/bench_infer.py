@@ -1,0 +1,197 @@
+"""Benchmark: inference img/s at 224 px -- a plain fp32 `model(x)` loop at batch 32 vs ours.
+
+baseline  model.eval(); torch.no_grad(); fp32; NCHW; batch 32
+ours      imagenette-lab's inference path (engine.evaluate.run_inference's settings): inference_mode,
+          channels_last, Conv+BN folded (torch.fx fuse, eval only), in two bf16 modes: autocast per
+          `amp_dtype` (bf16 activations), and fp32 tensors with oneDNN's implicit bf16 math in conv/matmul
+          (torch.backends.mkldnn.fp32_precision = "bf16"); `--compile` adds torch.compile
+
+For each model: the same preprocessed val images for both; `--warmup` batches discarded, then the
+median img/s of `--repeats` timed passes; top-1 agreement of ours with the fp32 baseline on those
+images (goal >= 99 %); achieved GFLOP/s (FLOPs per image from torch.utils.flop_counter.FlopCounterMode
+x img/s) beside this machine's measured matmul GFLOP/s in fp32 and bf16, i.e. the distance to the
+hardware limit. Models without offline ImageNet weights run with random weights (marked in the JSON;
+their agreement is then a weaker check).
+
+    python benchmarks/bench_infer.py --quick
+    python benchmarks/bench_infer.py                       # efficientnet_b0, efficientnet_lite0, resnet50
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "imagenette2-224"
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import cpu_info, peak_rss_mib, write_result  # noqa: E402
+
+
+def matmul_gflops(dtype, n: int, repeats: int) -> float:
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def load_images(root: Path, n: int, size: int = 224):
+    """(N, 3, size, size) float32 val images, eval transform (resize 256, centre crop 224)."""
+    import torch
+
+    from imagenette_lab.data.dataset import index_split
+    from imagenette_lab.data.sources import make_dataset
+    from imagenette_lab.data.transforms import default_data_cfg, eval_transform
+
+    index = index_split(root, "val")
+    per_class = max(n // len(index.classes) + 1, 1)
+    ds = make_dataset(index.subset(per_class, 0), eval_transform(default_data_cfg(size)))
+    xs = [item[0] for item in (ds[i] for i in range(len(ds))) if item is not None]
+    return torch.stack(xs[:n])
+
+
+def build(name: str):
+    from imagenette_lab.models.factory import create_imagenet_model
+
+    try:
+        return create_imagenet_model(name, weights="DEFAULT"), "imagenet"
+    except Exception as e:  # noqa: BLE001 - offline: no download cache
+        print(f"  {name}: no ImageNet weights offline ({str(e).splitlines()[0][:80]}); random weights")
+        return create_imagenet_model(name, weights=None), "random"
+
+
+def ours_model(model, compile_: bool):
+    """Eval-only rewrite: Conv+BN folded (fewer memory passes), channels_last, optionally compiled."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        m = fuse(m)
+    except Exception as e:  # noqa: BLE001 - not fx-traceable: keep the unfused module
+        print(f"  (Conv+BN folding skipped: {type(e).__name__})")
+    m = m.to(memory_format=torch.channels_last)
+    return torch.compile(m) if compile_ else m
+
+
+def timed(fn, x, batch: int, warmup: int, repeats: int) -> tuple[float, list[float]]:
+    import torch
+
+    batches = [x[i: i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
+    with torch.inference_mode():
+        for b in batches[:warmup]:
+            fn(b)
+        rates = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for b in batches:
+                fn(b)
+            rates.append(sum(len(b) for b in batches) / (time.perf_counter() - t))
+    return statistics.median(rates), rates
+
+
+def bench_model(name: str, x, args) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from imagenette_lab.engine.evaluate import amp_dtype
+
+    model, weights = build(name)
+    model.eval()
+    dtype = amp_dtype(torch.device("cpu"), args.amp)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x[:1])
+    flops = fc.get_total_flops()  # per image (counts 2 FLOPs per multiply-add)
+    base_rate, base_reps = timed(lambda b: model(b), x, args.batch_size, args.warmup, args.repeats)
+    with torch.inference_mode():
+        ref = torch.cat([model(x[i: i + 32]).argmax(1) for i in range(0, len(x), 32)])
+    fast = ours_model(model, args.compile)
+    r = {"weights": weights, "gflop_per_image": round(flops / 1e9, 3), "n_images": len(x),
+         "baseline_img_per_s": round(base_rate, 2), "baseline_repeats": [round(v, 2) for v in base_reps],
+         "baseline_gflops": round(flops * base_rate / 1e9, 1), "ours": {}}
+    # Two bf16 modes: autocast (bf16 activations, fastest) and fp32 tensors with oneDNN's implicit bf16
+    # math in conv/matmul (fp32 activations between layers: closer to fp32, ~100 % agreement).
+    for mode in args.modes:
+        def ours(b, mode=mode):
+            b = b.contiguous(memory_format=torch.channels_last)
+            if mode == "bf16_autocast" and dtype is not None:
+                with torch.autocast("cpu", dtype=dtype):
+                    return fast(b)
+            return fast(b)
+
+        old = torch.backends.mkldnn.fp32_precision
+        if mode == "bf16_fpmath":
+            torch.backends.mkldnn.fp32_precision = "bf16"
+        try:
+            rate, reps = timed(ours, x, args.batch_size, args.warmup, args.repeats)
+            with torch.inference_mode():
+                got = torch.cat([ours(x[i: i + 32]).float().argmax(1) for i in range(0, len(x), 32)])
+        finally:
+            torch.backends.mkldnn.fp32_precision = old
+        agree = float((ref == got).float().mean())
+        r["ours"][mode] = {"img_per_s": round(rate, 2), "repeats": [round(v, 2) for v in reps],
+                           "speedup": round(rate / base_rate, 2), "top1_agreement": round(agree, 4),
+                           "gflops": round(flops * rate / 1e9, 1)}
+        print(f"{name:18s} {mode:14s} baseline {base_rate:7.1f} img/s  ours {rate:7.1f} img/s  -> "
+              f"{rate / base_rate:.2f}x (goal >= 3x)  top-1 agreement {agree:.2%} on {len(x)} (goal >= 99 %)  "
+              f"achieved {r['baseline_gflops']} -> {r['ours'][mode]['gflops']} GFLOP/s  [{weights} weights]",
+              flush=True)
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
+    p.add_argument("--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "resnet50"])
+    p.add_argument("--images", type=int, default=512, help="val images timed and compared")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images; median reported")
+    p.add_argument("--amp", default="auto", help="our autocast mode (auto = engine.evaluate.amp_dtype)")
+    p.add_argument("--modes", nargs="+", default=["bf16_autocast", "bf16_fpmath"],
+                   choices=["bf16_autocast", "bf16_fpmath", "fp32"], help="our precision modes, each timed")
+    p.add_argument("--compile", action="store_true", help="also torch.compile our model (slow first call)")
+    p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--quick", action="store_true", help="tiny run: checks the script, numbers mean little")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    if args.quick:
+        args.images, args.repeats, args.warmup, args.matmul_n = 64, 2, 1, 512
+    import torch
+
+    root = Path(args.root) if args.root else REAL
+    if not root.exists():
+        from tests.helpers import make_dataset
+
+        root = make_dataset(Path(tempfile.mkdtemp(prefix="bench_infer_")) / "data", {"val": 20}, size=256,
+                            bad_files=False)
+        print(f"no real data: generated {root}")
+    x = load_images(root, args.images)
+    peak = {"fp32": round(matmul_gflops(torch.float32, args.matmul_n, 5), 1),
+            "bf16": round(matmul_gflops(torch.bfloat16, args.matmul_n, 5), 1)}
+    print(f"matmul {args.matmul_n}^2: fp32 {peak['fp32']} GFLOP/s, bf16 {peak['bf16']} GFLOP/s "
+          f"({torch.get_num_threads()} threads)")
+    results = {name: bench_model(name, x, args) for name in args.models}
+    path = write_result(args.out, "bench_infer", {"args": vars(args), "cpu": cpu_info(), "matmul_gflops": peak,
+                                                  "results": results, "peak_rss_mib": peak_rss_mib()})
+    print(f"peak RSS {peak_rss_mib():.0f} MiB; details: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared by the benchmark scripts: CPU description, peak RSS, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import time
+from pathlib import Path
+
+
+def cpu_info() -> dict:
+    """Model name, cores, the SIMD/AMX flags that decide bf16 speed, torch version and threads."""
+    import torch
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", text)
+    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
+    keep = sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "fma")))
+    return {"model": model.group(1) if model else platform.processor(), "cpu_count": os.cpu_count(),
+            "flags": keep, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()),
+            "platform": platform.platform()}
+
+
+def peak_rss_mib(children: bool = False) -> float:
+    """Peak resident memory (MiB) of this process, or of its largest finished child process."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def write_result(out: str | Path, name: str, data: dict) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "-quick" if data.get("args", {}).get("quick") else ""
+    path = out / f"{name}{tag}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
