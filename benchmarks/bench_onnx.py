@@ -58,7 +58,8 @@ def main() -> int:
           f"onnxruntime {c.export_images_per_s:.1f} (x{c.export_images_per_s / c.torch_images_per_s:.2f})")
 
     val = root / "val"
-    a = lab.predict(checkpoint, val, top_k=1, batch_size=args.batch_size)
+    # float32 on both sides (predict's default amp=auto would run PyTorch in bf16 on a CPU).
+    a = lab.predict(checkpoint, val, top_k=1, batch_size=args.batch_size, amp="off")
     b = lab.predict(onnx_file, val, top_k=1, batch_size=args.batch_size)
     same = sum(x.label == y.label for x, y in zip(a, b))
     print(f"predict {len(a)} images: pytorch {a.images_per_s:.1f} img/s, onnxruntime {b.images_per_s:.1f} img/s "

@@ -36,7 +36,7 @@ def main() -> None:
         raise SystemExit(stop.exit_code) from None
     print(f"trained {run.run_dir}: val accuracy {run.metrics.accuracy:.3f} (best epoch {run.best_epoch})")
 
-    preds = lab.predict(run.checkpoint, root / "val", top_k=1)
+    preds = lab.predict(run.checkpoint, root / "val", top_k=1, amp="off")  # float32, like onnxruntime below
     right = sum(p.label == _name(p.path.parent.name) for p in preds)  # class folder = true class
     print(f"predict: {right}/{len(preds)} val images right, {preds.images_per_s:.0f} img/s ({preds.backend})")
 
