@@ -185,8 +185,11 @@ def zero_shot(root: str | Path, out: str | Path, *, model: str = "resnet50", wei
               weights_file: str | Path | None = None, split: str = "val",
               class_map: str | Path | dict[str, int] | None = None, batch_size: int = 64, workers: int = 2,
               amp: str = "auto", channels_last: bool = True, device: str = "auto",
-              limit_per_class: int = 0) -> ZeroShotResult:
-    """Score an ImageNet-1k classifier on `<root>/<split>` without training (Exp 1), both ways."""
+              limit_per_class: int = 0, holdout_per_class: int = 20, explain: bool = True) -> ZeroShotResult:
+    """Score an ImageNet-1k classifier on `<root>/<split>` without training (Exp 1), both ways.
+
+    holdout_per_class: train images per class scored into `out/holdout/` (calibration is fitted on
+    them; 0 = none). explain: Grad-CAM figures."""
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
@@ -195,7 +198,8 @@ def zero_shot(root: str | Path, out: str | Path, *, model: str = "resnet50", wei
 
     m = run_zero_shot(root=root, out=out, model=model, weights=weights, weights_file=weights_file, split=split,
                       class_map=class_map, batch_size=batch_size, workers=workers, amp=amp,
-                      channels_last=channels_last, device=device, limit_per_class=limit_per_class)
+                      channels_last=channels_last, device=device, limit_per_class=limit_per_class,
+                      holdout_per_class=holdout_per_class, explain=explain)
     return ZeroShotResult(
         out_dir=Path(out).expanduser(), model=model, restricted=Metrics.from_dict(m["restricted"]),
         imagenet1000=Metrics.from_dict(m["imagenet1000"]), n_images=int(m["n_images"]),

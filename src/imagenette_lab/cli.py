@@ -14,7 +14,7 @@ from imagenette_lab import __version__
 from imagenette_lab.errors import LabError
 
 COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "export",
-            "report", "reproduce"]
+            "report", "reproduce", "calibrate", "explain"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,8 +111,14 @@ def run_zero_shot(
     channels_last: bool = True,
     device: str = "auto",
     limit_per_class: int = 0,
+    holdout_per_class: int = 20,
+    explain: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json."""
+    """Evaluate an ImageNet-1k model on `<root>/<split>` both ways; write `out/` and return metrics.json.
+
+    holdout_per_class: seeded train images per class scored into `out/holdout/` (the temperature of
+    the restricted variant's calibration is fitted on them; 0 = none). explain: Grad-CAM figures.
+    """
     started = time.time()
     if limit_per_class < 0:
         raise UserError(f"limit per class must be 0 (all) or more, got {limit_per_class}")
@@ -141,6 +147,10 @@ def run_zero_shot(
     results: dict[str, dict[str, Any]] = {}
     results["restricted"] = preds.restrict().save(
         out_dir / "restricted", title=f"{model} zero-shot, restricted to {len(names)} classes")
+    _calibrate_and_explain(out_dir, root, split, index, net, dcfg, preds.restrict(), class_idx=class_idx,
+                           holdout_per_class=holdout_per_class, explain=explain, model=model,
+                           infer_kw=dict(batch_size=batch_size, workers=workers, device=dev, amp=amp,
+                                         channels_last=channels_last, draft=draft))
     # Top-5 of the 1000-way view is ImageNet top-5: the true class among all 1000 outputs' top 5.
     results["imagenet1000"] = m1000 = preds.save(
         out_dir / "imagenet1000", title=f"{model} zero-shot, 1000-way argmax",
@@ -189,6 +199,31 @@ def run_zero_shot(
         images_per_s=combined["images_per_s"], n_images=preds.n, n_skipped=len(skipped),
     )
     return combined
+
+
+def _calibrate_and_explain(out_dir: Path, root: str | Path, split: str, index: Any, net: torch.nn.Module,
+                           dcfg: dict[str, Any], restricted: Any, *, class_idx: list[int], holdout_per_class: int,
+                           explain: bool, model: str, infer_kw: dict[str, Any]) -> None:
+    """Restricted variant: temperature fitted on seeded *train* images (never the evaluated split),
+    saved as out/holdout/predictions.npz, and Grad-CAM of the restricted prediction's ImageNet logit."""
+    from imagenette_lab.calibration import HOLDOUT_DIR, save_logits
+    from imagenette_lab.diagnostics import diagnose_eval
+
+    holdout_dir, h_index = None, None
+    if holdout_per_class > 0 and split != "train" and (Path(root).expanduser() / "train").is_dir():
+        try:
+            h_index = index_split(root, "train", classes=index.classes).subset(holdout_per_class, seed=0)
+        except UserError as e:  # a train split with other classes: calibrate without a temperature
+            log.warning("no held-out train slice for calibration: %s", e)
+    if h_index is not None:
+        h = infer(net, h_index, eval_transform(dcfg), restricted.class_names, columns=class_idx,
+                  desc="held-out train", name="holdout", **infer_kw).restrict()
+        if h.n:
+            holdout_dir = out_dir / HOLDOUT_DIR
+            save_logits(holdout_dir, h.logits, h.targets, h.indices, h.paths, h.class_names)
+    diagnose_eval(out_dir / "restricted", net, dcfg, restricted.logits, restricted.targets, restricted.paths,
+                  restricted.class_names, holdout_dir=holdout_dir, explain=explain,
+                  title=f"{model} zero-shot, restricted", output_index=class_idx)
 
 
 def _write_predictions(

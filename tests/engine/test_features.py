@@ -53,7 +53,7 @@ def test_extract_views_align_and_repeat(data: Path, frozen) -> None:
     assert f.labels.tolist() == [index.samples[i].label for i in f.indices.tolist()]
     # View 0 is exactly the eval-transform features; view 1 is an augmented crop.
     ref = run_inference(frozen, make_loader(ImageFolder(index, eval_transform(DC)), 8, 0), device="cpu",
-                        amp="off", channels_last=False, fn=lambda m, x: m.forward_features(x))
+                        amp="off", channels_last=False, fn=lambda m, x: m.pooled_features(x))
     assert torch.equal(f.x[:, 0], ref.outputs.to(feat.STORE_DTYPE))
     assert not torch.equal(f.x[:, 0], f.x[:, 1])
     again = _extract(frozen, index)

@@ -69,8 +69,18 @@ def test_create_classifier_gives_num_classes_logits(name, head):
     clf.train()  # BatchNorm in the study head needs batch > 1: we use 2
     logits = clf(X)
     assert logits.shape == (2, 7)
-    feats = clf.forward_features(X)
-    assert feats.shape == (2, clf.num_features)
+    # timm's meaning: forward_features -> unpooled spatial maps; forward_head pools (pre_logits) + head.
+    maps = clf.forward_features(X)
+    assert maps.ndim == 4 and maps.shape[0] == 2
+    pooled = clf.forward_head(maps, pre_logits=True)
+    assert pooled.shape == (2, clf.num_features)
+    clf.eval()
+    with torch.no_grad():
+        assert torch.allclose(clf.pooled_features(X), clf.forward_head(clf.forward_features(X), pre_logits=True), atol=1e-5)
+        assert torch.allclose(clf(X), clf.forward_head(clf.forward_features(X)), atol=1e-5)
+        assert torch.allclose(clf(X), clf.head_from_pooled(clf.pooled_features(X)), atol=1e-5)
+        # Cached features are pooled vectors: forward_head takes them as such too (older callers).
+        assert torch.allclose(clf.forward_head(clf.pooled_features(X)), clf(X), atol=1e-5)
     kinds = [type(m) for m in clf.head]
     expected = [nn.Dropout, nn.Linear] if head == "linear" else [nn.BatchNorm1d, nn.Dropout, nn.Linear]
     assert kinds == expected

@@ -27,17 +27,17 @@ PIXEL_SIDE = 16  # 16x16x3 = 768 numbers: enough to tell apart photos, blind to 
 
 
 class Embedder(nn.Module):
-    """Pooled features of a backbone; `forward_features` is what the feature cache calls."""
+    """Pooled features of a backbone; `pooled_features` is what the feature cache calls."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def pooled_features(self, x: Tensor) -> Tensor:
         return self.base(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)
+        return self.pooled_features(x)
 
 
 class Pixels(nn.Module):

@@ -34,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--limit-per-class", type=int, default=0, metavar="N",
                    help="evaluate at most N seeded images per class (0 = all)")
+    p.add_argument("--holdout-per-class", type=int, default=20, metavar="N",
+                   help="seeded train images per class scored into <out>/holdout/ to fit the calibration "
+                   "temperature (0 = none)")
+    p.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="skip the Grad-CAM figures (gradcam_grid.png, top_losses_cam.png)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.holdout_per_class < 0:
+        raise UsageError(f"--holdout-per-class must be 0 (none) or more, got {args.holdout_per_class}")
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
     import imagenette_lab.api as lab
 
@@ -51,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
     lab.zero_shot(args.root, args.out, model=args.model, weights=weights, weights_file=args.weights_file,
                   split=args.split, class_map=args.class_map, batch_size=args.batch_size, workers=args.workers,
                   amp=args.amp, channels_last=args.channels_last, device=args.device,
-                  limit_per_class=args.limit_per_class)
+                  limit_per_class=args.limit_per_class, holdout_per_class=args.holdout_per_class,
+                  explain=args.explain)
     return 0

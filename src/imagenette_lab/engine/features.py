@@ -94,7 +94,7 @@ def extract_view(
     loader = make_loader(dataset, batch_size, workers,
                          sampler=dist.ShardSampler(len(index)), seed=dist.rank_seed(seed * 1000 + view))
     res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last,
-                        desc=f"{desc} view {view}", fn=lambda m, x: m.forward_features(x))
+                        desc=f"{desc} view {view}", fn=lambda m, x: m.pooled_features(x))
     log.info("%s view %d: %d images in %.1fs (%.1f img/s)", desc, view, res.n, res.seconds, res.images_per_s)
     x, labels, indices = dist.gather_cat(res.outputs.to(STORE_DTYPE), res.labels, res.indices)
     order = torch.argsort(indices)

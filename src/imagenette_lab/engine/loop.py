@@ -258,7 +258,7 @@ def head_logits(model: nn.Module, feats: Tensor, batch_size: int = 1024) -> Tens
     device = next(model.parameters()).device
     model.eval()
     try:
-        outs = [model.forward_head(feats[i : i + batch_size].to(device).float()).cpu()
+        outs = [model.head_from_pooled(feats[i : i + batch_size].to(device).float()).cpu()
                 for i in range(0, len(feats), batch_size)]
     finally:
         model.train(was)

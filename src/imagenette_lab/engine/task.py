@@ -3,7 +3,7 @@
 Like timm's `task/` classes, `TrainTask` owns what a training step computes -- the classifier on
 images, or only its head on cached base features -- and the loss. DDP syncs gradients in the
 backward of *its wrapped module's* forward, so both stages must run through `task(x, target)`;
-calling `model.forward_head` directly (as a lambda) would bypass the gradient all-reduce.
+calling `model.head_from_pooled` directly (as a lambda) would bypass the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -29,5 +29,5 @@ class TrainTask(nn.Module):
 
     def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         with autocast_context(self.device, self.amp):
-            logits = self.model.forward_head(x) if self.cached else self.model(x)
+            logits = self.model.head_from_pooled(x) if self.cached else self.model(x)
         return loss_fn(logits, target, self.label_smoothing), logits

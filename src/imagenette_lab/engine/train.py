@@ -378,6 +378,8 @@ class Trainer:
     def final_eval(self) -> dict[str, Any]:
         """The selected checkpoint, as `evaluate`/`predict` rebuild it, on the val images -> <run>/eval/;
         the holdout slice scored with it -> <run>/holdout/ (for calibration)."""
+        from imagenette_lab.calibration import HOLDOUT_DIR
+        from imagenette_lab.diagnostics import diagnose_eval
         from imagenette_lab.predictions import infer
 
         cdir = checkpoint_dir(self.run_dir)
@@ -403,6 +405,10 @@ class Trainer:
             held.save(self.run_dir / "holdout", gallery_n=0, title=f"{c.name} holdout (selection split)")
             for p in held.meta["skipped"]:
                 self.skipped.setdefault(p, "could not be decoded")
+        # calibration.json/reliability.png (T fitted on <run>/holdout/) and the Grad-CAM figures.
+        diagnose_eval(self.run_dir / "eval", self.model, self.data_cfg, preds.logits, preds.targets, preds.paths,
+                      self.class_names, holdout_dir=self.run_dir / HOLDOUT_DIR, explain=c.train.explain, seed=c.seed,
+                      title=c.name)
         cmp = feat.head_vs_probe(self.probe_pred, preds.indices.tolist(), preds.targets, preds.predicted())
         if cmp and self.probe is not None:
             self.probe["paired"] = cmp

@@ -237,7 +237,21 @@ def data_config(model: nn.Module, name: str, weights: str | None = None) -> dict
 
 
 class Classifier(nn.Module):
-    """A feature backbone plus a new head; optionally frozen like Keras `base.trainable = False`."""
+    """A feature backbone plus a new head; optionally frozen like Keras `base.trainable = False`.
+
+    The forward pieces follow timm's names and meanings:
+
+    * `forward_features(x)`: the backbone's unpooled output, (B, C, H, W) spatial maps for a CNN
+      ((B, tokens, D) for a timm ViT): what Grad-CAM and other spatial tools look at.
+    * `forward_head(maps, pre_logits=False)`: global pooling (+ the backbone's pre-logits layers) and
+      our head; `pre_logits=True` stops at the pooled (B, num_features) vector.
+    * `pooled_features(x)`: that pooled vector in one pass (= forward_head(forward_features(x),
+      pre_logits=True)); the frozen-base feature cache stores these.
+    * `head_from_pooled(f)`: the head alone on pooled vectors, e.g. on cached features. For older
+      callers, `forward_head` given a 2-D (B, num_features) input treats it as pooled as well.
+
+    `forward(x)` = head_from_pooled(pooled_features(x)) = forward_head(forward_features(x)).
+    """
 
     def __init__(
         self,
@@ -268,10 +282,40 @@ class Classifier(nn.Module):
         if freeze_base:
             self.freeze()
 
+    def _tv_split(self) -> tuple[nn.Module, nn.Module]:
+        # Built on first use, one per train/eval mode, and kept out of the module tree (no
+        # duplicate state-dict keys).
+        cache = self.__dict__.setdefault("_split", {})
+        mode = self.base.training
+        if mode not in cache:
+            from imagenette_lab.models.split import split_at_pool
+
+            cache[mode] = split_at_pool(self.base, self.arch or "the model")
+        return cache[mode]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_split", None)  # rebuilt lazily; never pickled or deep-copied apart from `base`
+        return state
+
     def forward_features(self, x: Tensor) -> Tensor:
+        if hasattr(self.base, "forward_head"):  # timm
+            return self.base.forward_features(x)
+        return self._tv_split()[0](x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if x.ndim == 2:  # already pooled (B, num_features), e.g. cached features
+            pooled = x
+        elif hasattr(self.base, "forward_head"):  # timm; its classifier was reset to Identity
+            pooled = self.base.forward_head(x)
+        else:
+            pooled = self._tv_split()[1](x)
+        return pooled if pre_logits else self.head(pooled)
+
+    def pooled_features(self, x: Tensor) -> Tensor:
         return self.base(x)
 
-    def forward_head(self, f: Tensor) -> Tensor:
+    def head_from_pooled(self, f: Tensor) -> Tensor:
         return self.head(f)
 
     def forward(self, x: Tensor) -> Tensor:
