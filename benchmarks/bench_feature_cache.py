@@ -60,7 +60,7 @@ def main() -> None:
         cfg = load_config("exp3_transfer_cpu", common + [f"train.feature_cache={cached}"],
                           extra={"name": name, "out_dir": str(out), "data": {"root": str(root)}})
         t0 = time.perf_counter()
-        meta = train(cfg)
+        meta = train(cfg, overwrite=True)  # as before: a rerun into the same --out replaces the run
         wall = time.perf_counter() - t0
         results[name] = {"wall_s": round(wall, 1), "val_accuracy": meta["metrics"]["accuracy"],
                          "macro_f1": meta["metrics"]["macro_f1"], "feature_s": meta["feature_seconds"],

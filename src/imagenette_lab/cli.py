@@ -11,10 +11,10 @@ import logging
 import sys
 
 from imagenette_lab import __version__
-from imagenette_lab.errors import UserError
+from imagenette_lab.errors import LabError
 
-COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "report", "reproduce",
-            "calibrate", "explain"]
+COMMANDS = ["download", "analyze", "audit", "zero_shot", "cache", "train", "evaluate", "predict", "export",
+            "report", "reproduce", "calibrate", "explain"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except UserError as e:
+    except LabError as e:  # user mistakes, interrupted training: one line, no traceback
         if args.debug:
             raise
-        print(f"imagenette-lab {args.command}: error: {e}", file=sys.stderr)
+        print(f"imagenette-lab {args.command}: {e.label}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"imagenette-lab {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ or by path. The resolved config is saved in each run directory.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.monitor": ("val_acc", "val_f1", "val_loss"),
     "train.select": ("auto", "holdout", "last", "eval_split"),
+    "train.loggers": ("csv", "jsonl", "tensorboard", "mlflow"),  # each list item
 }
 
 
@@ -97,6 +99,11 @@ class TrainConfig:
     checkpoints_keep: str = "last,best"
     compile: bool = False  # torch.compile the training forward (benchmarks/bench_train.py: measure first)
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
+    # Per-epoch metric sinks (tracking.py): csv/jsonl = history.csv/.jsonl in the run folder;
+    # tensorboard = event files in <run>/tensorboard; mlflow = params, metrics, artifacts.
+    loggers: list[str] = field(default_factory=lambda: ["csv", "jsonl"])
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else MLflow's default (./mlruns)
+    mlflow_experiment: str = "imagenette-lab"
 
 
 @dataclass
@@ -127,6 +134,13 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
     """Check/convert one value against its dataclass field type (str | None, int, float, bool, str)."""
     if isinstance(typ, str):  # postponed annotations
         typ = eval(typ, vars(typing) | {"types": types})  # noqa: S307 - our own annotations only
+    if typing.get_origin(typ) is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, str):  # `--set train.loggers=csv,mlflow`
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}' expects a list, got {value!r}")
+        return [_coerce(key, item, v) for v in value]
     args = typing.get_args(typ)
     if type(None) in args:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
@@ -172,8 +186,9 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             _apply(current, value, prefix=f"{full}.")
             continue
         value = _coerce(full, f.type, value)
-        if full in CHOICES and value is not None and value not in CHOICES[full]:
-            raise UserError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, got {value!r}")
+        for v in value if isinstance(value, list) else [value]:
+            if full in CHOICES and v is not None and v not in CHOICES[full]:
+                raise UserError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, got {v!r}")
         setattr(obj, key, value)
 
 
@@ -238,6 +253,45 @@ def load_config(
     if overrides:
         _apply(cfg, parse_overrides(overrides))
     return cfg
+
+
+def keyword_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Python-API overrides -> the nested dict `load_config(extra=...)` takes.
+
+    Keys are a dotted path (`{"train.epochs": 3}`), a top-level field (`name`, `seed`, `out_dir`),
+    a section holding a dict (`data={"root": ...}`), or a field name that only one section has
+    (`epochs=3` is train.epochs, `lr=0.01` is optim.lr); an ambiguous or unknown name is an error.
+    """
+    top = {f.name for f in fields(RunConfig)}
+    owners: dict[str, list[str]] = {}
+    for section in SECTIONS:
+        for f in fields(getattr(RunConfig(), section)):
+            owners.setdefault(f.name, []).append(section)
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if "." in key:
+            parts = key.split(".")
+        elif key in top:
+            parts = [key]
+        elif len(owners.get(key, [])) == 1:
+            parts = [owners[key][0], key]
+        elif key in owners:
+            options = ", ".join(f"'{s}.{key}'" for s in owners[key])
+            raise UserError(f"override '{key}' is ambiguous; pass one of {options} as a dotted key")
+        else:
+            close = difflib.get_close_matches(key, sorted(top | set(owners)), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown config key '{key}'{hint}")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{key}' conflicts with another override of '{p}'")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

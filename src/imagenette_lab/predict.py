@@ -67,8 +67,13 @@ def load_predictor(
     weights_file: str | None = None,
     device: str | torch.device = "cpu",
 ) -> Predictor:
-    """A `train` checkpoint (file, or run directory) or an ImageNet-1k model name (timm/torchvision)."""
+    """A `train` checkpoint (file, or run directory), an exported .onnx file (onnxruntime) or an
+    ImageNet-1k model name (timm/torchvision)."""
     dev = torch.device(device)
+    if str(spec).lower().endswith(".onnx"):
+        from imagenette_lab.onnx_backend import load_onnx_predictor
+
+        return load_onnx_predictor(spec, dev)
     ckpt = _resolve_checkpoint(spec)
     if ckpt is not None:
         if weights is not None or weights_file is not None:

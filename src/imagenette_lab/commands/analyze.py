@@ -33,29 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `imagenette-lab --help` stays fast.
-    from imagenette_lab.analysis import analyze_dataset
-    from imagenette_lab.audit.link import condense, find_audit, one_line
-    from imagenette_lab.data.download import FOLDER_SIZES, ensure_dataset
-    from imagenette_lab.utils import prepare_out_dir
+    import imagenette_lab.api as lab
 
-    root = Path(args.root).expanduser()
-    if not root.exists() and root.name in FOLDER_SIZES:
-        prepare_out_dir(args.out)  # about to download: an unwritable --out must fail first
-    root = ensure_dataset(args.root)
-    found = find_audit(root, args.out, getattr(args, "audit", None))
-    audit = condense(*found) if found else None
-    summary = analyze_dataset(root, args.out, splits=args.splits, verify=args.verify, audit=audit)
-    splits = summary["splits"]
-    names = summary["classes"]
+    r = lab.analyze(args.root, args.out, splits=args.splits, verify=args.verify, audit=getattr(args, "audit", None))
+    names = r.classes
     width = max([len("class"), *(len(n) for n in names.values())])
-    print(f"{'class':<{width}}" + "".join(f" {s:>8}" for s in splits))
+    print(f"{'class':<{width}}" + "".join(f" {s:>8}" for s in r.counts))
     for wnid, name in names.items():
-        row = "".join(f" {v['counts'].get(wnid, 0):>8}" for v in splits.values())
+        row = "".join(f" {c.get(wnid, 0):>8}" for c in r.counts.values())
         print(f"{name:<{width}}{row}")
-    print(f"{'total':<{width}}" + "".join(f" {v['total']:>8}" for v in splits.values()))
-    if summary["unreadable"]:
-        print(f"{summary['unreadable']} unreadable file(s) left out: see unreadable.csv")
-    if audit:
-        print(one_line(audit))
-    print(f"analysis written to {Path(summary['files']['summary.json']).parent}")
+    print(f"{'total':<{width}}" + "".join(f" {t:>8}" for t in r.totals.values()))
+    if r.unreadable:
+        print(f"{r.unreadable} unreadable file(s) left out: see unreadable.csv")
+    if r.audit:
+        from imagenette_lab.audit.link import one_line
+
+        print(one_line(r.audit))
+    print(f"analysis written to {Path(r.summary['files']['summary.json']).parent}")
     return 0

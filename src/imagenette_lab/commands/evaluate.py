@@ -43,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
-    from imagenette_lab.evaluation import evaluate
+    import imagenette_lab.api as lab
 
-    m = evaluate(args.model, args.root, args.out, split=args.split, batch_size=args.batch_size,
-                 workers=args.workers, device=args.device, amp=args.amp, limit_per_class=args.limit_per_class,
-                 weights=args.weights, weights_file=args.weights_file, class_map=args.class_map)
+    r = lab.evaluate(args.model, args.root, args.out, split=args.split, batch_size=args.batch_size,
+                     workers=args.workers, device=args.device, amp=args.amp, limit_per_class=args.limit_per_class,
+                     weights=args.weights, weights_file=args.weights_file, class_map=args.class_map)
+    m = r.details
     lo, hi = m["ci"]["accuracy"]
     print(f"{args.out}: accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}], macro F1 {m['macro_f1']:.4f} "
           f"on {m['n']} images")

@@ -13,7 +13,8 @@ def register(sub) -> None:
         help="classify images with a trained checkpoint or an ImageNet model",
         description="Print the top-k classes and probabilities for each image. CHECKPOINT_OR_MODEL "
         "is a checkpoint written by `train` (a .pt file, or the run directory: uses "
-        "checkpoints/best.pt) or an ImageNet-1k model name such as efficientnet_lite0 or resnet50. "
+        "checkpoints/best.pt), a .onnx file written by `export` (run with onnxruntime) or an "
+        "ImageNet-1k model name such as efficientnet_lite0 or resnet50. "
         "Directories are searched recursively; files that are not readable images are skipped "
         "with a message.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -29,6 +30,10 @@ def register(sub) -> None:
                    help="local ImageNet-1k weights for a model name")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--img-size", type=int, default=None, metavar="N",
+                   help="input side length to use (an .onnx file built for another size is refused)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names, one per line (a model with another class count is refused)")
     p.add_argument("--workers", type=int, default=2, help="data-loading worker processes (0 = in-process)")
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                    help="mixed precision: auto = bf16 on CPU, fp16 on CUDA")
@@ -36,9 +41,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from imagenette_lab.engine.evaluate import resolve_device
     from imagenette_lab.errors import UsageError
-    from imagenette_lab.predict import format_table, load_predictor, predict, print_skip
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
@@ -46,17 +49,21 @@ def run(args) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
-    device = resolve_device(args.device)
-    predictor = load_predictor(args.model, args.weights, args.weights_file, device)
-    results, skipped = predict(predictor, args.inputs, args.top_k, args.batch_size, on_skip=print_skip,
-                               workers=args.workers, amp=args.amp)
+    import imagenette_lab.api as lab
+    from imagenette_lab.predict import print_skip
+
+    r = lab.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
+                    weights=args.weights, weights_file=args.weights_file, img_size=args.img_size,
+                    labels=args.labels, workers=args.workers, amp=args.amp, on_skip=print_skip)
     if args.json:
-        out = [{"path": r["path"],
-                "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r["predictions"]]}
-               for r in results]
+        out = [{"path": str(im.path), "predictions": [{"class": c.name, "probability": c.probability} for c in im.top]}
+               for im in r.images]
         print(json.dumps(out, indent=2))
     else:
-        print(format_table(results))
-    if skipped:
-        print(f"{len(results)} image(s) classified, {len(skipped)} file(s) skipped", file=sys.stderr)
+        from imagenette_lab.predict import format_table
+
+        print(format_table([{"path": str(im.path), "predictions": [{"class": c.name, "probability": c.probability}
+                                                                   for c in im.top]} for im in r.images]))
+    print(f"{len(r.images)} image(s) classified, {len(r.skipped)} file(s) skipped; {r.backend}: "
+          f"{r.images_per_s:.1f} img/s (model forward, {r.model_seconds:.2f} s)", file=sys.stderr)
     return 0

@@ -25,30 +25,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from imagenette_lab.errors import UserError
-    from imagenette_lab.report import build_report
-    from imagenette_lab.report.collect import discover
+    import imagenette_lab.api as lab
 
-    # Nothing to show is a mistake (a wrong folder), not an empty report: fail before writing.
-    if not discover(args.run_dirs)[0]:
-        from pathlib import Path
-
-        from imagenette_lab.utils import prepare_out_dir
-
-        out = Path(args.out).expanduser()
-        try:  # an unwritable --out is still the error named first
-            prepare_out_dir(out.parent)
-        except UserError as e:
-            raise UserError(f"cannot write the report to {out}: {str(e).rpartition(': ')[2]}") from None
-        raise UserError(f"no runs found in {', '.join(args.run_dirs)} (pass run directories, or a folder "
-                        "holding them such as a `reproduce --out` folder)")
-    result = build_report(args.run_dirs, args.out)
-    n_missing = len(result["missing"])
-    incomplete = [r["label"] for r in result["runs"] if r["missing"] or r["problems"] or not r["complete"]]
-    print(f"wrote {result['html']} and {result['markdown']}: {len(result['runs'])} run(s), "
-          f"{result['images']} figure(s)")
+    r = lab.report(args.run_dirs, args.out)
+    incomplete = [x["label"] for x in r.runs if x["missing"] or x["problems"] or not x["complete"]]
+    print(f"wrote {r.html} and {r.markdown}: {len(r.runs)} run(s), {r.figures} figure(s)")
     if incomplete:
         print(f"incomplete: {', '.join(incomplete)}", file=sys.stderr)
-    if n_missing:
-        print(f"no run files in: {', '.join(m['path'] for m in result['missing'])}", file=sys.stderr)
+    if r.missing:
+        print(f"no run files in: {', '.join(m['path'] for m in r.missing)}", file=sys.stderr)
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
-from imagenette_lab.errors import UsageError
+from imagenette_lab.errors import TrainingInterrupted, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -53,48 +54,52 @@ def run(args: argparse.Namespace) -> int:
                          "rerun the same command instead of --resume")
     if args.resume is not None and (args.out is not None or args.name is not None):
         raise UsageError("--out/--name choose a new run directory; a resumed run stays in RUN_DIR")
-    extra: dict[str, Any] = {}
-    if args.root is not None:
-        extra["data"] = {"root": args.root}
-    if args.epochs is not None:
-        extra["train"] = {"epochs": args.epochs}
-    if args.weights_file is not None:
-        if args.resume is not None:
-            raise UsageError("--weights-file sets the starting weights of a new run; a resumed run "
-                             "continues from its checkpoint")
-        extra["model"] = {"weights_file": args.weights_file}
-    if args.out is not None:
-        extra["out_dir"] = args.out
-    if args.name is not None:
-        extra["name"] = args.name
+    if args.weights_file is not None and args.resume is not None:
+        raise UsageError("--weights-file sets the starting weights of a new run; a resumed run "
+                         "continues from its checkpoint")
+    flags = {"data.root": args.root, "train.epochs": args.epochs, "model.weights_file": args.weights_file,
+             "out_dir": args.out, "name": args.name}
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
-    from imagenette_lab.config import load_config
-    from imagenette_lab.engine.train import resume_config, train
+    import imagenette_lab.api as lab
+    from imagenette_lab.config import parse_overrides
 
-    if args.config is not None:
-        cfg = load_config(args.config, args.overrides, extra)
-    else:
-        cfg = resume_config(args.resume, args.overrides, extra)
+    overrides.update(_dotted(parse_overrides(args.overrides)))  # --set beats the shortcut flags
     if args.seeds > 1:
         from imagenette_lab.seeds import train_seeds
 
-        result = train_seeds(cfg, args.seeds, overwrite=args.overwrite)
+        result = train_seeds(lab.load_config(args.config, **overrides), args.seeds, overwrite=args.overwrite)
         if result["status"] == "complete":
             for k in ("accuracy", "macro_f1"):
                 s = result["metrics"][k]
                 print(f"{k} over {result['n_seeds']} seeds: {s['mean']:.4f} ± {s['sd']:.4f} "
                       f"(min {s['min']:.4f}, max {s['max']:.4f})")
         return int(result["exit_code"])
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if result["status"] == "complete" and result.get("rank", 0) == 0:  # torchrun: one summary line
-        m = result["metrics"]
-        probe = result.get("probe") or {}
-        extra_probe = f", probe {probe['val_accuracy']:.4f}" if "val_accuracy" in probe else ""
-        ci = (result.get("metrics_ci") or {}).get("accuracy")
-        ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
-        sel = result.get("selection") or {}
-        how = {"best_on_holdout": "best on holdout", "last": "last epoch",
-               "best_on_eval_split": "best on val (selected on the reported split)"}.get(sel.get("rule"), "best")
-        print(f"{result['run_dir']}: val accuracy {m['accuracy']:.4f}{ci_text}, macro F1 {m['macro_f1']:.4f} "
-              f"(epoch {result['best_epoch']}, {how}){extra_probe}")
-    return int(result["exit_code"])
+    # An interrupt raises TrainingInterrupted: the CLI prints it in one line and exits 128 + signal.
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    try:
+        r = lab.train(args.config, resume=args.resume, overwrite=args.overwrite, **overrides)
+    except TrainingInterrupted as e:
+        if not rank0:
+            return e.exit_code
+        raise
+    if not rank0:
+        return 0
+    extra_probe = f", probe {r.probe_accuracy:.4f}" if r.probe_accuracy is not None else ""
+    ci_text = f" [{r.accuracy_ci[0]:.4f}, {r.accuracy_ci[1]:.4f}]" if r.accuracy_ci else ""
+    how = {"best_on_holdout": "best on holdout", "last": "last epoch",
+           "best_on_eval_split": "best on val (selected on the reported split)"}.get((r.selection or {}).get("rule"), "best")
+    print(f"{r.run_dir}: val accuracy {r.metrics.accuracy:.4f}{ci_text}, macro F1 {r.metrics.macro_f1:.4f} "
+          f"(epoch {r.best_epoch}, {how}){extra_probe}")
+    return 0
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

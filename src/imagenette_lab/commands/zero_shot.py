@@ -43,33 +43,21 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.limit_per_class < 0:
+        raise UsageError(f"--limit-per-class must be 0 (all) or more, got {args.limit_per_class}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if args.holdout_per_class < 0:
         raise UsageError(f"--holdout-per-class must be 0 (none) or more, got {args.holdout_per_class}")
-    if args.limit_per_class < 0:
-        raise UsageError(f"--limit-per-class must be 0 (all) or more, got {args.limit_per_class}")
     # Imported here so `imagenette-lab --help` stays fast (torch, timm).
-    from imagenette_lab.zeroshot import run_zero_shot
+    import imagenette_lab.api as lab
 
     weights = None if str(args.weights).lower() == "none" else args.weights
-    run_zero_shot(
-        root=args.root,
-        out=args.out,
-        model=args.model,
-        weights=weights,
-        weights_file=args.weights_file,
-        split=args.split,
-        class_map=args.class_map,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        device=args.device,
-        limit_per_class=args.limit_per_class,
-        holdout_per_class=args.holdout_per_class,
-        explain=args.explain,
-    )
+    lab.zero_shot(args.root, args.out, model=args.model, weights=weights, weights_file=args.weights_file,
+                  split=args.split, class_map=args.class_map, batch_size=args.batch_size, workers=args.workers,
+                  amp=args.amp, channels_last=args.channels_last, device=args.device,
+                  limit_per_class=args.limit_per_class, holdout_per_class=args.holdout_per_class,
+                  explain=args.explain)
     return 0

@@ -104,7 +104,7 @@ def prepare_run_dir(cfg: RunConfig, resume: str | Path | None, overwrite: bool) 
     if (cdir / LAST).exists() or (cdir / BEST).exists() or (run_dir / RUN_JSON).exists():
         if not overwrite:
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                            "start over with --overwrite, or pick another name/--out")
+                            "start over with --overwrite (overwrite=True in Python), or pick another name/--out")
         if dist.is_main():
             log.warning("starting over: replacing the run in %s", run_dir)
             (run_dir / RUN_JSON).unlink(missing_ok=True)  # first: the dir is no longer 'complete'

@@ -36,6 +36,7 @@ from imagenette_lab.data.seeding import PerSampleSeed
 from imagenette_lab.data.sources import make_dataset, source_from_config
 from imagenette_lab.data.sources import prepare as prepare_source
 from imagenette_lab.data.transforms import batch_mixer, eval_transform, train_transform
+from imagenette_lab import tracking
 from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine import selection as sel
@@ -170,8 +171,10 @@ class Trainer:
             return
         import pandas as pd
 
-        atomic_write_text(self.run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self.history))
-        atomic_write_text(self.run_dir / rr.HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False))
+        if "jsonl" in self.cfg.train.loggers:
+            atomic_write_text(self.run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self.history))
+        if "csv" in self.cfg.train.loggers:
+            atomic_write_text(self.run_dir / rr.HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False))
         if plot:
             from imagenette_lab.plots import plot_history
 
@@ -418,12 +421,13 @@ class Trainer:
 
 
 @dist.launched  # under torchrun: join the process group, check configs match, leave it at the end
-def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = True,
+def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Train per `cfg`; returns run.json's content (+ run_dir), or status "interrupted" + exit_code.
 
     resume: a run directory to continue from its last checkpoint (`cfg` must describe the same
-    model and classes; use `resume_config` to get the run's own config). hooks: optional
+    model and classes; use `resume_config` to get the run's own config). overwrite: replace a
+    run already in the run directory (default: refuse with a message). hooks: optional
     callbacks {"on_step_end": f(info), "on_epoch_end": f(row)} (tests, progress reporting).
     """
     started = time.time()
@@ -437,6 +441,8 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
         save_config(cfg, run_dir / rr.CONFIG)
     with StopRequest() as stop:
         trainer = Trainer(cfg, run_dir, ckpt, stop, hooks)
+        tracker = tracking.start(cfg, run_dir, resumed=resume is not None, main=dist.is_main())
+        trainer.hooks = tracker.hooks(trainer.hooks)  # TensorBoard / MLflow get every epoch row
         try:
             for stage in plan_stages(cfg):
                 trainer.run_stage(stage)
@@ -449,10 +455,12 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
             if dist.is_main():
                 log.warning("interrupted: %s; continue with --resume %s",
                             f"saved {path}" if path else "no new checkpoint", run_dir)
+            tracker.finish("KILLED", {"epochs_run": trainer.epoch})
             return {"status": "interrupted", "exit_code": 128 + int(signum), "run_dir": str(run_dir),
                     "checkpoint": str(path) if path else None, "epoch": trainer.epoch}
         except NonFiniteLoss as e:
             trainer.write_history(plot=True)
+            tracker.finish("FAILED", {"epochs_run": trainer.epoch})
             last = checkpoint_dir(run_dir) / LAST
             kept = f"the last good checkpoint is {last} (epoch {trainer.epoch})" if last.exists() else "no checkpoint was saved"
             raise UserError(f"{e}: training stopped; {kept}. Lower optim.lr, set optim.grad_clip, "
@@ -482,4 +490,5 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
                             selection=sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos))),
     }
     meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
+    tracker.finish("FINISHED", meta)
     return {**meta, "status": "complete", "exit_code": 0, "rank": dist.rank()}

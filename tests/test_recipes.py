@@ -1,0 +1,32 @@
+"""Every built-in YAML recipe (the GPU ones too) loads, validates, and names a model and weights that exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagenette_lab.config import builtin_configs, load_config
+from imagenette_lab.engine.plan import plan_stages, validate_config
+from imagenette_lab.models.factory import _tv_weights, create_classifier, resolve_name
+
+RECIPES = builtin_configs()
+
+
+def test_the_gpu_recipes_are_among_them() -> None:
+    assert {"exp2_scratch", "exp3_transfer", "exp2_scratch_cpu", "exp3_transfer_cpu"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_loads_and_validates(name: str) -> None:
+    cfg = load_config(name)  # unknown keys, wrong types and bad choices raise here
+    assert cfg.name == name
+    validate_config(cfg)
+    assert plan_stages(cfg)[0].epochs == cfg.train.epochs
+    source, arch = resolve_name(cfg.model.name)
+    if cfg.model.pretrained and source == "tv":
+        _tv_weights(arch, cfg.model.weights or "DEFAULT")  # the tag exists (metadata only, no download)
+    if cfg.train.feature_cache:
+        assert cfg.model.freeze_base, "the feature cache needs a frozen base"
+    # The architecture builds with the recipe's head (random weights: nothing is downloaded).
+    model = create_classifier(cfg.model.name, 10, head=cfg.model.head, dropout=cfg.model.dropout,
+                              freeze_base=cfg.model.freeze_base)
+    assert model.head[-1].out_features == 10
