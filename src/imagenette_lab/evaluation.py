@@ -7,6 +7,7 @@ the training val split it reproduces `<run>/eval/metrics.json` exactly.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from imagenette_lab.data.transforms import eval_transform
 from imagenette_lab.engine.evaluate import resolve_device
 from imagenette_lab.errors import UsageError, UserError
 from imagenette_lab.predictions import infer
+from imagenette_lab.runrecord import CHECKPOINTS, HOLDOUT
 from imagenette_lab.utils import prepare_out_dir, write_run_json
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,15 @@ def _evaluate_checkpoint(path: Path, root: str | Path, out: str | Path, split: s
                   amp=amp or cfg.train.amp,
                   channels_last=cfg.model.channels_last if channels_last is None else channels_last,
                   desc="evaluate", name=cfg.name, meta={"checkpoint": str(path), "epoch": info.get("epoch")})
-    metrics = preds.save(out_dir, title=f"{cfg.name} (epoch {info.get('epoch')}) on {split}")
+    title = f"{cfg.name} (epoch {info.get('epoch')}) on {split}"
+    metrics = preds.save(out_dir, title=title)
+    # The same bundle as training's final evaluation: calibrated with the run's own held-out slice, if any.
+    holdout = path.parent.parent / HOLDOUT
+    if path.parent.name == CHECKPOINTS and (holdout / "predictions.npz").is_file():
+        from imagenette_lab.calibration import calibrate_logits
+
+        calibrate_logits(out_dir, preds.logits, preds.targets, holdout, title=title)
+        metrics = json.loads((out_dir / "metrics.json").read_text())
     write_run_json(out_dir, "evaluate", f"evaluate_{cfg.name}", started, source=str(path), model=cfg.model.name,
                    checkpoint_epoch=info.get("epoch"), root=str(root), split=split, n_images=preds.n,
                    n_skipped=preds.meta["n_skipped"], skipped=preds.meta["skipped"],
