@@ -92,7 +92,7 @@ def image_gallery(images: list[dict], path: Path, title: str, empty_message: str
         return _empty(path, title, empty_message)
     cols = min(per_row, len(images))
     rows = -(-len(images) // per_row)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.75 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, item in enumerate(images):
