@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import textwrap
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from imagenette_lab.data.dataset import BadImageError, load_rgb  # noqa: E402
-from imagenette_lab.utils import atomic_write_bytes  # noqa: E402
+from imagenette_lab.plots import _save  # noqa: E402 - the one atomic PNG writer
 
 THUMB = 192
 
@@ -41,22 +40,12 @@ def _show(ax, path: str, caption: str, colour: str = "black") -> None:
     ax.set_title(caption, fontsize=7, color=colour)
 
 
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def _empty(path: Path, title: str, message: str) -> Path:
     fig, ax = plt.subplots(figsize=(6, 1.6))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, wrap=True)
     fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return _save(fig, path, dpi=100)
 
 
 def _name(path: str, width: int = 28) -> str:
@@ -83,7 +72,7 @@ def pair_gallery(pairs: list[dict], path: Path, title: str, empty_message: str, 
         axes[r, 2 * c].set_xlabel(p["score"], fontsize=7, loc="left", color=colour)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=100)
 
 
 def image_gallery(images: list[dict], path: Path, title: str, empty_message: str, per_row: int = 5) -> Path:
@@ -102,4 +91,4 @@ def image_gallery(images: list[dict], path: Path, title: str, empty_message: str
         _show(ax, item["path"], caption, "tab:red")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=100)
