@@ -22,6 +22,7 @@ checked) or, with `verify=True`, when a full decode fails (e.g. a truncated JPEG
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
@@ -43,9 +44,9 @@ from imagenette_lab.data.dataset import (  # noqa: E402
     load_rgb,
 )
 from imagenette_lab.errors import UserError  # noqa: E402
-from imagenette_lab.plots import _save  # noqa: E402 - the one atomic PNG writer
 from imagenette_lab.runrecord import RUN_JSON, dataset_info  # noqa: E402
 from imagenette_lab.utils import (  # noqa: E402
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     prepare_out_dir,
@@ -215,6 +216,17 @@ def _counts_markdown(table: pd.DataFrame, splits: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- figures
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Render to memory, then write atomically, and always close the figure."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def plot_class_bars(table: pd.DataFrame, splits: list[str], suffix: str, path: Path) -> Path:
