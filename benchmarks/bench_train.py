@@ -3,9 +3,11 @@
 baseline  the tutorial pipeline: torchvision.datasets.ImageFolder + PIL RandomResizedCrop/flip per
           sample, DataLoader(num_workers=2), fp32, NCHW, eager, torch.optim.AdamW (default impl.)
 ours      imagenette-lab's path: uint8 tensor cache (data.cache) with batched crop/flip, workers=0,
-          channels_last, autocast per `amp_dtype` (bf16 on CPUs with AMX/AVX512-BF16), fused AdamW,
+          channels_last, `train.amp: auto` (bf16 only on CPUs with AMX/AVX512-BF16 where a timing probe
+          finds it faster for this model), fused AdamW,
           the engine's own train_epoch loop; `ours_compile` adds torch.compile (train.compile);
-          ablations: `ours_fp32` (no autocast), `ours_folder` (PIL decoding, 2 workers, no cache)
+          ablations: `ours_fp32` (no autocast), `ours_bf16` (bf16 autocast forced), `ours_folder` (PIL
+          decoding, 2 workers, no cache)
 
 Both train the same initial weights on the same images in the same order with the same optimizer
 settings and LR schedule for the same number of steps; each variant runs in its own process (so
@@ -102,7 +104,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         info["setup_s"] = round(stamps[0] - t_setup, 2)
     else:
         # Ablations: ours_fp32 = no autocast, ours_folder = PIL decoding with 2 workers instead of the cache.
-        amp = "off" if variant == "ours_fp32" else args.amp
+        amp = {"ours_fp32": "off", "ours_bf16": "bf16"}.get(variant, args.amp)
         dc = default_data_cfg(size)
         tf = train_transform(dc, "baseline", 0.08)  # the baseline's RandomResizedCrop scale
         if variant == "ours_folder":
@@ -123,6 +125,10 @@ def run_variant(args: argparse.Namespace) -> dict:
         opt = build_optimizer(model, ocfg, ocfg.lr)
         sched = build_scheduler(opt, ocfg, ocfg.lr, 1, total_steps)
         dev = torch.device("cpu")
+        if amp == "auto":  # as `train` does: bf16 only where the CPU has it natively AND it times faster
+            from imagenette_lab.engine.precision import probe_train_amp
+
+            amp, info["amp_reason"] = probe_train_amp(model, "efficientnet_b0", (min(bs, 32), 3, size, size), True)
         task = TrainTask(compiled(model, variant == "ours_compile"), amp=amp, device=dev, label_smoothing=0.1)
         ctx = StepContext(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), dev,
                           task, amp=amp, channels_last=True,
@@ -154,8 +160,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
     p.add_argument("--variants", nargs="+", default=["baseline", "ours"],
-                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_folder"],
-                   help="ours_fp32 / ours_folder: ours without autocast / without the tensor cache (ablations)")
+                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_bf16", "ours_folder"],
+                   help="ours_fp32 / ours_bf16 / ours_folder: ours without autocast / with bf16 forced / "
+                   "without the tensor cache (ablations)")
     p.add_argument("--steps", type=int, default=300, help="timed optimizer steps per variant")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (also trained)")
     p.add_argument("--repeats", type=int, default=5, help="chunks of the timed steps; the median is reported")

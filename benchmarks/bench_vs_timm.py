@@ -3,8 +3,10 @@
 Both train EfficientNet-B0 from scratch (10 classes) at 128 px, batch 64, on the SAME images (a
 seeded subset of <root>/train) with the same number of DataLoader workers:
 
-- ours: `imagenette_lab.engine.train.train` with the `exp2_scratch_cpu` recipe as shipped (AdamW,
-  channels_last, `train.amp: auto` -> bf16 only where the CPU has native bf16, else fp32);
+- ours: `imagenette_lab.engine.train.train` with the `exp2_scratch_cpu` recipe (AdamW, channels_last,
+  `train.amp: auto` -> bf16 only where the CPU has native bf16 and a timing probe finds it faster)
+  on our fast data path, `data.cache=true data.workers=0` (the uint8 tensor cache, built once
+  before training and not timed; batched crops in-process) -- `--set` changes or adds overrides;
   img/s is the engine's own per-epoch training throughput (validation and checkpoints excluded).
 - peer: timm's `train.py` defaults in a plain loop: `timm.create_model`, fp32, NCHW, eager (no AMP,
   no channels_last, no compile), timm's training transform (random-resized-crop, flip, colour
@@ -110,18 +112,30 @@ def run_peer(index, args, epochs: int) -> list[float]:
 
 def run_ours(root: Path, per_class: int, args, epochs: int, out: Path) -> tuple[list[float], str]:
     from imagenette_lab.config import load_config
-    from imagenette_lab.engine.evaluate import amp_dtype, resolve_device
-    from imagenette_lab.engine.precision import describe
     from imagenette_lab.engine.train import train
 
     cfg = load_config("exp2_scratch_cpu", [
         f"data.img_size={args.img_size}", f"data.batch_size={args.batch_size}", f"data.workers={args.workers}",
         f"data.limit_per_class={per_class}", "data.val_limit_per_class=2", f"train.epochs={epochs}",
-        f"train.eval_every={epochs}", "train.checkpoints_keep=last", "model.pretrained=false",
+        f"train.eval_every={epochs}", "train.checkpoints_keep=last", "model.pretrained=false", *args.set,
     ], extra={"name": "ours", "out_dir": str(out), "data": {"root": str(root)}})
-    device = resolve_device(cfg.train.device)
-    precision = describe(device, cfg.train.amp, amp_dtype(device, cfg.train.amp), cfg.model.channels_last)
-    meta = train(cfg)
+    lines: list[str] = []  # the engine's own "precision: ..." line: what it chose and why
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("precision:"):
+                lines.append(record.getMessage())
+
+    grab, engine_log = Grab(), logging.getLogger("imagenette_lab.engine.train")
+    engine_log.addHandler(grab)
+    old_level = engine_log.level
+    engine_log.setLevel(logging.INFO)
+    try:
+        meta = train(cfg)
+    finally:
+        engine_log.removeHandler(grab)
+        engine_log.setLevel(old_level)
+    precision = lines[0] if lines else "precision: (not logged)"
     hist = [json.loads(line) for line in (Path(meta["run_dir"]) / "history.jsonl").read_text().splitlines()]
     rates = [float(r["images_per_s"]) for r in hist]
     for r in rates:
@@ -137,10 +151,14 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per side (median reported)")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="overrides of our recipe (default: data.cache=true data.workers=0, the fast data path; "
+                        "pass --set data.cache=false for the folder source with --workers processes)")
     p.add_argument("--quick", action="store_true",
                    help="2 steps of 16 images at 64 px x 1 repeat: a check that it runs, not a measurement")
     p.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/bench_vs_timm-<time>.json)")
     args = p.parse_args()
+    args.set = ["data.cache=true", "data.workers=0"] + (args.set or [])
     if args.quick:
         args.steps, args.repeats, args.batch_size, args.img_size = 2, 1, 16, 64
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -178,7 +196,7 @@ def main() -> int:
         "settings": {"model": "efficientnet_b0", "img_size": args.img_size, "batch_size": args.batch_size,
                      "workers": args.workers, "steps": args.steps, "repeats": args.repeats, "quick": args.quick,
                      "images_per_epoch": len(index), "root": str(root)},
-        "ours": {"recipe": "exp2_scratch_cpu", "precision": precision, "images_per_s": ours,
+        "ours": {"recipe": "exp2_scratch_cpu", "overrides": args.set, "precision": precision, "images_per_s": ours,
                  "median_images_per_s": ours_med},
         "peer": {"loop": "timm reference: fp32 NCHW eager, SGD, timm train transform",
                  "timm": __import__("timm").__version__, "images_per_s": peer, "median_images_per_s": peer_med},

@@ -96,6 +96,22 @@ def test_train_returns_typed_result_refuses_overwrite_and_raises_on_interrupt(tm
     assert all(len(p.top) == 2 and p.top[0].probability >= p.top[1].probability for p in preds)
     assert preds.images_per_s > 0
 
+    # The insight commands: typed results from saved logits, Grad-CAM and the audit.
+    cal = lab.calibrate(done.run_dir)
+    assert [c.eval_dir.name for c in cal] == ["eval"] and 0.0 <= cal[0].ece <= 1.0
+    assert (cal[0].eval_dir / "reliability.png").is_file()
+    (tmp_path / "junk.jpg").write_text("not an image")
+    ex = lab.explain(done.checkpoint, [data / "val", tmp_path / "junk.jpg"], tmp_path / "cam", device="cpu")
+    assert len(ex.explanations) == 9 and all(e.figure.is_file() for e in ex.explanations)
+    assert ex.skipped and ex.skipped[0][0] == tmp_path / "junk.jpg"
+    with pytest.raises(UserError, match="tench"):  # an unknown class lists the valid ones
+        lab.explain(done.checkpoint, data / "val", tmp_path / "cam2", class_name="unicorn", device="cpu")
+    au = lab.audit(data, tmp_path / "audit", model="pixels", workers=0, gallery=2)
+    assert au.images == len(list(data.rglob("*.JPEG"))) and au.label_issues is not None
+    assert set(au.duplicate_pairs) >= {"train-val"} and au.cross_split_pairs == au.duplicate_pairs["train-val"]
+    with pytest.raises(UsageError, match="cos_min"):
+        lab.audit(data, tmp_path / "audit", cos=0.5)
+
     # The CLI turns the exception into one line and the exit code.
     args = ["train", "--config", "exp2_scratch_cpu", "--root", str(data), "--out", str(tmp_path / "runs"),
             "--name", "api", "--epochs", "1"] + [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]

@@ -10,6 +10,9 @@ The Python API (documented in `imagenette_lab.api`; each CLI command is a thin l
     predict(model, inputs)           top-k classes for images      -> PredictResult
     export(checkpoint, out)          ONNX / safetensors / TorchScript + parity check -> ExportResult
     report(run_dirs, out)            self-contained HTML report    -> ReportResult
+    audit(root, out)                 duplicates/leakage, label errors, odd images -> AuditResult
+    calibrate(run_or_eval_dir)       ECE, reliability, temperature -> list[CalibrationResult]
+    explain(model, inputs, out)      Grad-CAM overlays for images  -> ExplainResult
 
 Importing the package is light (no torch); each function imports what it needs when called.
 """
@@ -22,19 +25,25 @@ import typing as _t
 __version__ = "0.1.0"
 
 _API = ("analyze", "zero_shot", "load_config", "train", "evaluate", "predict", "export", "report")
+_INSIGHT_API = ("audit", "calibrate", "explain")  # in api_insight.py
 _ERRORS = ("LabError", "UserError", "UsageError", "TrainingInterrupted")
-__all__ = ["__version__", *_API, *_ERRORS]
+__all__ = ["__version__", *_API, *_INSIGHT_API, *_ERRORS]
 
-# `predict`, `export` and `report` are also submodules (predict.py, export.py, report/). Importing a
+# `predict`, `export`, `report`, `audit` and `explain` are also submodules. Importing a
 # submodule rebinds the package attribute to the module, which would hide the function, so those
 # modules are made callable: `imagenette_lab.predict(...)` runs the API function and
 # `imagenette_lab.predict.load_predictor` still reaches the module, whichever was imported first.
-_SHADOWED = ("predict", "export", "report")
+_SHADOWED = ("predict", "export", "report", "audit", "explain")
+
+
+def _api_module(name: str) -> str:
+    return f"{__name__}.api_insight" if name in _INSIGHT_API else f"{__name__}.api"
 
 
 class _CallableModule(_types.ModuleType):
     def __call__(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
-        return getattr(_importlib.import_module("imagenette_lab.api"), self.__name__.rpartition(".")[2])(*args, **kwargs)
+        name = self.__name__.rpartition(".")[2]
+        return getattr(_importlib.import_module(_api_module(name)), name)(*args, **kwargs)
 
 
 class _Package(_types.ModuleType):
@@ -53,8 +62,8 @@ for _name in _SHADOWED:  # already imported (e.g. a reload)
 def __getattr__(name: str) -> _t.Any:
     if name in _SHADOWED:
         return _importlib.import_module(f"{__name__}.{name}")  # becomes a _CallableModule on import
-    if name in _API:
-        return getattr(_importlib.import_module(f"{__name__}.api"), name)
+    if name in _API or name in _INSIGHT_API:
+        return getattr(_importlib.import_module(_api_module(name)), name)
     if name in _ERRORS:
         return getattr(_importlib.import_module(f"{__name__}.errors"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

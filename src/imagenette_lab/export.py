@@ -275,7 +275,7 @@ def parity_check(model: nn.Module, exported: Callable[[Tensor], Tensor], backend
                  root: str | Path | None = None, split: str = "val", images: int = 64,
                  batch_size: int = 32) -> ParityCheck:
     """Run both models batch by batch on the same preprocessed images; compare logits and top-1."""
-    from imagenette_lab.data.dataset import ImageFolder
+    from imagenette_lab.data.sources import make_dataset
     from imagenette_lab.data.transforms import eval_transform
     from imagenette_lab.engine.evaluate import make_loader
 
@@ -283,7 +283,7 @@ def parity_check(model: nn.Module, exported: Callable[[Tensor], Tensor], backend
     secs_t = secs_e = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         index, labelled, where = _check_index(info, root, split, images, Path(tmp))
-        loader = make_loader(ImageFolder(index, eval_transform(info["data_cfg"])), batch_size, 0)
+        loader = make_loader(make_dataset(index, eval_transform(info["data_cfg"])), batch_size, 0)
         with torch.inference_mode():
             for batch in loader:
                 if batch is None:

@@ -59,7 +59,9 @@ PROFILES: dict[str, Profile] = {
         exp1_weights="DEFAULT",
         exp2_config="exp2_scratch_cpu",
         exp3_config="exp3_transfer_cpu",
-        exp2_set=("train.epochs=5", "data.img_size=112", "data.limit_per_class=300"),
+        # The tensor cache (decoded once, batched crops in-process): ~1.35x the folder source here.
+        exp2_set=("train.epochs=5", "data.img_size=112", "data.limit_per_class=300", "data.cache=true",
+                  "data.workers=0"),
         exp3_set=("train.cache_views=1", "train.epochs=10"),
     ),
     "smoke": Profile(

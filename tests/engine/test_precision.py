@@ -70,16 +70,87 @@ def test_this_machine_matches_its_flags() -> None:
     assert (amp_dtype(CPU, "auto") is torch.bfloat16) == native
 
 
-def test_training_logs_the_choice_once(fake_cpu, clean_dataset: Path, tmp_path: Path, caplog) -> None:
+def _train_and_get_precision_lines(root: Path, out: Path, size: int, caplog) -> list[str]:
+    """One tiny epoch of test_resnet; the run log's `precision:` lines."""
     from imagenette_lab.config import load_config
     from imagenette_lab.engine.train import train
 
-    fake_cpu(LAPTOP_AVX2)
-    cfg = load_config("exp2_scratch_cpu", ["model.name=test_resnet", "data.img_size=16", "data.batch_size=8",
+    cfg = load_config("exp2_scratch_cpu", ["model.name=test_resnet", f"data.img_size={size}", "data.batch_size=8",
                                            "data.workers=0", "train.epochs=1"],
-                      extra={"name": "r", "out_dir": str(tmp_path), "data": {"root": str(clean_dataset)}})
+                      extra={"name": "r", "out_dir": str(out), "data": {"root": str(root)}})
     with caplog.at_level(logging.INFO, logger="imagenette_lab"):
         assert train(cfg)["status"] == "complete"
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision:")]
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision:")]
+
+
+def test_training_logs_the_choice_once(fake_cpu, clean_dataset: Path, tmp_path: Path, caplog) -> None:
+    fake_cpu(LAPTOP_AVX2)
+    lines = _train_and_get_precision_lines(clean_dataset, tmp_path, 16, caplog)
     assert lines == ["precision: fp32 + channels_last on cpu (train.amp=auto: the CPU has no native bf16 "
                      "(no amx_bf16/avx512_bf16): bf16 would be emulated and about 2x slower than fp32)"]
+
+
+def _timings(monkeypatch, fp32: float, bf16: float) -> list:
+    """Fake step times (seconds for the probe's batch); returns the list of dtypes timed."""
+    calls: list = []
+
+    def fake(model, x, dtype, steps):
+        calls.append(dtype)
+        return bf16 if dtype is torch.bfloat16 else fp32
+
+    monkeypatch.setattr(precision, "_time_steps", fake)
+    return calls
+
+
+def test_probe_keeps_bf16_only_where_it_trains_faster(fake_cpu, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "PROBE_CACHE", tmp_path / "cache" / "precision.json")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 8, 8))
+    fake_cpu(LAPTOP_AVX2)  # no native bf16: nothing is timed
+    calls = _timings(monkeypatch, 1.0, 0.1)
+    assert precision.probe_train_amp(net, "a", (4, 3, 8, 8), True)[0] == "off" and calls == []
+
+    fake_cpu(XEON_AMX)
+    calls = _timings(monkeypatch, fp32=1.0, bf16=2.0)  # the EfficientNet-B0 case: bf16 2x slower
+    amp, why = precision.probe_train_amp(net, "effnet", (4, 3, 8, 8), True)
+    assert amp == "off" and "bf16 2.0 vs fp32 4.0 img/s" in why and len(calls) == 2
+    calls = _timings(monkeypatch, fp32=2.0, bf16=1.0)  # the ResNet50 case
+    assert precision.probe_train_amp(net, "resnet", (4, 3, 8, 8), True)[0] == "bf16"
+    calls = _timings(monkeypatch, fp32=1.0, bf16=0.95)  # a near tie keeps fp32
+    assert precision.probe_train_amp(net, "tie", (4, 3, 8, 8), True)[0] == "off"
+    # Answers persist on disk: asking again times nothing, even if the hardware now looks different.
+    calls = _timings(monkeypatch, fp32=1.0, bf16=9.0)
+    assert precision.probe_train_amp(net, "resnet", (4, 3, 8, 8), True)[0] == "bf16" and calls == []
+    assert "resnet" in (tmp_path / "cache" / "precision.json").read_text()
+
+
+def test_real_probe_leaves_the_model_and_rng_alone(fake_cpu, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "PROBE_CACHE", tmp_path / "precision.json")
+    fake_cpu(XEON_AMX)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(123)
+    expected = torch.rand(1).item()
+    torch.manual_seed(123)
+    amp, _ = precision.probe_train_amp(net, "tiny", (2, 3, 8, 8), channels_last=True)
+    assert amp in ("bf16", "off")
+    assert torch.rand(1).item() == expected  # dropout in the probe did not advance the run's RNG
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_training_records_the_timed_choice(fake_cpu, clean_dataset: Path, tmp_path: Path, caplog,
+                                           monkeypatch) -> None:
+    """A probe that finds bf16 faster makes the run train in bf16, and the checkpoint keeps that choice."""
+    from imagenette_lab.engine.checkpoint import find_resume_checkpoint
+
+    monkeypatch.setattr(precision, "PROBE_CACHE", tmp_path / "cache" / "precision.json")
+    fake_cpu(XEON_AMX)
+    _timings(monkeypatch, fp32=2.0, bf16=1.0)
+    # 32 px, not 16: at 16 px test_resnet's last stage is 1x1, where oneDNN's bf16 conv weight gradient
+    # sometimes comes back non-finite depending on what ran before in the process (seen with torch 2.14.1).
+    lines = _train_and_get_precision_lines(clean_dataset, tmp_path, 32, caplog)
+    assert len(lines) == 1 and lines[0].startswith("precision: bf16 autocast + channels_last on cpu")
+    assert "timed test_resnet training at 32x32 px: bf16 8.0 vs fp32 4.0 img/s" in lines[0]
+    assert find_resume_checkpoint(tmp_path / "r")[1]["train_amp"] == "bf16"

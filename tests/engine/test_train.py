@@ -216,3 +216,14 @@ def test_ctrl_c_in_a_real_process_saves_and_exits_130(data: Path, tmp_path: Path
     # Finish it quickly: the resumed run accepts a shorter --epochs (schedule rebuilt).
     assert main(["train", "--resume", str(tmp_path / "sig"), "--epochs", str(ck["epoch"] + 1)]) == 0
     assert json.loads((tmp_path / "sig" / "run.json").read_text())["epochs_run"] == ck["epoch"] + 1
+
+
+def test_resume_with_more_epochs_switches_the_schedule(data: Path, tmp_path: Path) -> None:
+    """1 epoch of few steps uses the short-run LambdaLR; extended to 3 it becomes OneCycleLR, whose
+    per-group keys (max_lr, ...) the old optimizer state lacks. Resuming must rebuild them, not crash."""
+    extra = TINY + ["data.limit_per_class=4", "data.batch_size=8", "optim.grad_accum=1"]
+    assert train(cfg_for(data, tmp_path, "run", extra + ["train.epochs=1"]))["status"] == "complete"
+    done = train(resume_config(tmp_path / "run", ["train.epochs=3"]), resume=tmp_path / "run")
+    assert done["status"] == "complete" and done["epochs_run"] == 3
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(hist["epoch"]) == [1, 2, 3] and hist["lr"].iloc[-1] < hist["lr"].max()

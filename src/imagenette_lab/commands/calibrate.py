@@ -21,10 +21,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagenette_lab.calibration import calibrate_run
+    from imagenette_lab.api_insight import calibrate
 
-    for folder, s in calibrate_run(args.path, args.holdout).items():
-        after = (f" -> {s['ece_after']:.4f} after T = {s['temperature']:.3f} (NLL {s['nll_before']:.4f} -> "
-                 f"{s['nll_after']:.4f})" if s["temperature"] is not None else f" ({s.get('note', '')})")
-        print(f"{folder}: ECE {s['ece']:.4f}, MCE {s['mce']:.4f}{after}")
+    for c in calibrate(args.path, args.holdout):
+        s = c.details
+        after = (f" -> {c.ece_after:.4f} after T = {c.temperature:.3f} (NLL {s['nll_before']:.4f} -> "
+                 f"{s['nll_after']:.4f})" if c.temperature is not None else f" ({s.get('note', '')})")
+        print(f"{c.eval_dir}: ECE {c.ece:.4f}, MCE {c.mce:.4f}{after}")
     return 0

@@ -31,21 +31,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagenette_lab.engine.evaluate import resolve_device
-    from imagenette_lab.errors import UsageError
-    from imagenette_lab.explain import explain_images
-    from imagenette_lab.predict import load_predictor
+    from imagenette_lab.api_insight import explain
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    predictor = load_predictor(args.model, args.weights, args.weights_file, resolve_device(args.device))
-    rows, skipped = explain_images(
-        predictor, args.inputs, args.out, class_name=args.class_name, target_layer=args.target_layer,
-        batch_size=args.batch_size,
-        on_skip=lambda path, reason: print(f"skipping {path} ({reason})", file=sys.stderr))
-    for r in rows:
-        print(f"{r['path']}: {r['predicted']} ({r['probability']:.2f}); heatmap of {r['explained_class']} "
-              f"-> {r['output']}")
-    if skipped:
-        print(f"{len(rows)} image(s) explained, {len(skipped)} file(s) skipped", file=sys.stderr)
+    res = explain(args.model, args.inputs, args.out, class_name=args.class_name, target_layer=args.target_layer,
+                  weights=args.weights, weights_file=args.weights_file, device=args.device,
+                  batch_size=args.batch_size,
+                  on_skip=lambda path, reason: print(f"skipping {path} ({reason})", file=sys.stderr))
+    for e in res.explanations:
+        print(f"{e.image}: {e.predicted} ({e.probability:.2f}); heatmap of {e.explained_class} -> {e.figure}")
+    if res.skipped:
+        print(f"{len(res.explanations)} image(s) explained, {len(res.skipped)} file(s) skipped", file=sys.stderr)
     return 0

@@ -41,10 +41,11 @@ from imagenette_lab.engine import distributed as dist
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine import selection as sel
 from imagenette_lab.engine.checkpoint import (
-    BEST, LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
-    load_checkpoint, load_model_state, parse_keep, restore_rng, save_retained,
+    LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
+    load_model_state, parse_keep, restore_rng, save_retained,
 )
 from imagenette_lab.engine.fast import compiled, progressive_size
+from imagenette_lab.engine.final_eval import FinalEval
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
 )
@@ -56,25 +57,23 @@ from imagenette_lab.engine.optim import build_optimizer, build_scheduler
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
     Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
-from imagenette_lab.engine.precision import describe as describe_precision
+from imagenette_lab.engine.precision import describe as describe_precision, probe_train_amp
 from imagenette_lab.engine.task import TrainTask
 from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
 from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
 
 log = logging.getLogger(__name__)
+SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum"}
 
 
-class Trainer:
+class Trainer(FinalEval):
     """Holds one run's model, data and progress; `train()` drives it stage by stage."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None,
                  stop: StopRequest, hooks: dict[str, Callable] | None):
         self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
         self.device = dist.local_device(resolve_device(cfg.train.device))
-        if dist.is_main():
-            log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp),
-                                        cfg.model.channels_last))
         d = cfg.data
         # full_train_index: what the feature cache covers; train_index: what the weights are fit on.
         self.full_train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
@@ -114,6 +113,10 @@ class Trainer:
         self.arch = {"name": m.name, "num_classes": len(self.classes), "head": m.head,
                      "dropout": m.dropout, "freeze_base": m.freeze_base}
         self.ckpt = ckpt
+        # The precision image training runs in: chosen once (timed on this model where that matters)
+        # and kept in the checkpoint, so a resumed run computes exactly as the interrupted one did.
+        self.train_amp: str | None = ckpt.get("train_amp") if ckpt else None
+        self._amp_logged = False
         self.history: list[dict[str, Any]] = list(ckpt["history"]) if ckpt else []
         self.epoch = int(ckpt["epoch"]) if ckpt else 0
         self.best: dict[str, Any] = dict(ckpt["best"]) if ckpt else {
@@ -141,7 +144,7 @@ class Trainer:
             "data_cfg": self.data_cfg, "history": self.history, "probe": self.probe,
             "probe_pred": self.probe_pred,
             "skipped": [[p, r] for p, r in sorted(self.skipped.items())],
-            "interrupted": interrupted, "saved": now_iso(),
+            "interrupted": interrupted, "saved": now_iso(), "train_amp": self.train_amp,
         }
 
     def save(self, stage: Stage, ctx: StepContext, best: bool = False, **kw: Any) -> Path:
@@ -234,7 +237,7 @@ class Trainer:
             dataset = make_dataset(self.train_index, tf, **self.source)
             if self.source["source"] == "folder":
                 dataset = PerSampleSeed(dataset, cfg.seed)
-            amp, channels_last = cfg.train.amp, cfg.model.channels_last
+            amp, channels_last = self.resolve_train_amp(), cfg.model.channels_last
             mixer = batch_mixer(len(self.classes), cfg.data.mixup, cfg.data.cutmix)
             workers = cfg.data.workers
             if channels_last:
@@ -254,9 +257,10 @@ class Trainer:
         partial, rng = None, None
         ck = self.ckpt
         if ck is not None and ck["stage"] == stage.name:  # resuming inside this stage
+            fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
             optimizer.load_state_dict(ck["optimizer"])
             scaler.load_state_dict(ck["scaler"])
-            self._restore_scheduler(scheduler, ck, stage)
+            self._restore_scheduler(scheduler, ck, stage, fresh)
             if ck.get("step"):
                 own = dist.rank_boundary(ck)  # this rank's own sums and RNG when saved under DDP
                 partial, rng = EpochState.from_dict(own["state"]), own["rng"]
@@ -270,7 +274,23 @@ class Trainer:
             self.run_epoch(stage, ctx, epoch, loader, sampler, dataset, partial, rng)
             partial = rng = None
 
-    def _restore_scheduler(self, scheduler: Any, ck: dict[str, Any], stage: Stage) -> None:
+    def resolve_train_amp(self) -> str:
+        """`train.amp` for image training; on a CPU `auto` becomes bf16 or off, timed once on rank 0."""
+        cfg, reason, first = self.cfg, "the choice recorded in the checkpoint", not self._amp_logged
+        if cfg.train.amp != "auto" or self.device.type != "cpu":
+            self.train_amp = cfg.train.amp
+        elif self.train_amp is None:
+            if dist.is_main():
+                shape = (min(cfg.data.batch_size, 32), 3, cfg.data.img_size, cfg.data.img_size)
+                self.train_amp, reason = probe_train_amp(self.model, cfg.model.name, shape, cfg.model.channels_last)
+            self.train_amp = dist.broadcast_object(self.train_amp)  # every rank computes alike
+        if first and dist.is_main():
+            log.info(describe_precision(self.device, cfg.train.amp, amp_dtype(self.device, self.train_amp),
+                                        cfg.model.channels_last, reason))
+        self._amp_logged = True
+        return self.train_amp
+
+    def _restore_scheduler(self, scheduler: Any, ck: dict[str, Any], stage: Stage, fresh: list[dict]) -> None:
         old = ck["config"]["train"]
         old_epochs = old["epochs"] if stage.name == "main" else old["finetune_epochs"]
         if old_epochs == stage.epochs:
@@ -279,6 +299,15 @@ class Trainer:
         # A changed --epochs: the schedule is rebuilt for the new length at the same step count.
         log.warning("stage '%s' now has %d epochs (was %d): the LR schedule is stretched to the new length",
                     stage.name, stage.epochs, old_epochs)
+        # The new schedule's own per-group keys (OneCycleLR's max_lr/min_lr, initial_lr), not the old one's:
+        # a longer run can switch from the short-run LambdaLR to OneCycleLR (engine/optim.py).
+        keys = SCHEDULE_KEYS & ({k for g in fresh for k in g} | {k for g in scheduler.optimizer.param_groups for k in g})
+        for group, new in zip(scheduler.optimizer.param_groups, fresh):
+            for k in keys:
+                if k in new:
+                    group[k] = new[k]
+                else:
+                    group.pop(k, None)
         done = int(ck["scheduler"]["last_epoch"])
         limit = getattr(scheduler, "total_steps", done)
         with warnings.catch_warnings():
@@ -374,50 +403,6 @@ class Trainer:
         log.info("epoch %d/%d [%s] train loss %.4f acc %.4f | %s | lr %.2e | %.1fs, %s img/s | eta %dm%02ds",
                  row["epoch"], total, row["stage"], row["train_loss"], row["train_acc"], val, row["lr"],
                  row["seconds"], row["images_per_s"], eta // 60, eta % 60)
-
-    # ------------------------------------------------------------------ final evaluation
-    def final_eval(self) -> dict[str, Any]:
-        """The selected checkpoint, as `evaluate`/`predict` rebuild it, on the val images -> <run>/eval/;
-        the holdout slice scored with it -> <run>/holdout/ (for calibration)."""
-        from imagenette_lab.calibration import HOLDOUT_DIR
-        from imagenette_lab.diagnostics import diagnose_eval
-        from imagenette_lab.predictions import infer
-
-        cdir = checkpoint_dir(self.run_dir)
-        path = cdir / BEST if (cdir / BEST).is_file() else cdir / LAST
-        ckpt = load_checkpoint(path)
-        load_model_state(self.model, ckpt["model"], str(path))
-        if path.name == LAST and self.rule != "last":  # best.pt not kept: say what is really reported
-            log.warning("no checkpoints/best.pt (train.checkpoints_keep): reporting the last epoch")
-            self.rule, self.best = "last", {"rule": "last", "metric": None, "value": None, "epoch": ckpt["epoch"]}
-        c, b = self.cfg, self.best
-        kw = dict(batch_size=c.data.batch_size, workers=c.data.workers, device=self.device, amp=c.train.amp,
-                  channels_last=c.model.channels_last, name=c.name)
-        info = {"checkpoint": str(path), "selection": sel.selection_record(b, self.rule, len(self.holdout_pos))}
-        preds = infer(self.model, self.val_index, eval_transform(self.data_cfg), self.class_names,
-                      desc="eval", meta=info, **kw)
-        for p in preds.meta["skipped"]:
-            self.skipped.setdefault(p, "could not be decoded")
-        metrics = preds.save(self.run_dir / rr.EVAL, title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
-        metrics["eval_images_per_s"] = preds.meta["images_per_s"]
-        if self.holdout_index is not None:
-            held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
-                         desc="holdout", meta=info, **kw)
-            held.save(self.run_dir / rr.HOLDOUT, gallery_n=0, title=f"{c.name} holdout (selection split)")
-            for p in held.meta["skipped"]:
-                self.skipped.setdefault(p, "could not be decoded")
-        # calibration.json/reliability.png (T fitted on <run>/holdout/) and the Grad-CAM figures.
-        diagnose_eval(self.run_dir / "eval", self.model, self.data_cfg, preds.logits, preds.targets, preds.paths,
-                      self.class_names, holdout_dir=self.run_dir / HOLDOUT_DIR, explain=c.train.explain, seed=c.seed,
-                      title=c.name)
-        cmp = feat.head_vs_probe(self.probe_pred, preds.indices.tolist(), preds.targets, preds.predicted())
-        if cmp and self.probe is not None:
-            self.probe["paired"] = cmp
-            log.info("head vs probe on the same %d val images: accuracy %.4f vs %.4f; only the head right on %d, "
-                     "only the probe on %d (McNemar exact p = %s)", cmp["n"], cmp["head_accuracy"],
-                     cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"],
-                     "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
-        return metrics
 
 
 @dist.launched  # under torchrun: join the process group, check configs match, leave it at the end

@@ -1,0 +1,64 @@
+"""The end of a training run: the selected checkpoint scored on val (-> <run>/eval/) and on the holdout
+slice (-> <run>/holdout/), calibration, Grad-CAM and the head-vs-probe paired test.
+
+A mixin of `engine.train.Trainer` (it reads the trainer's model, indexes and selection state), kept
+apart so train.py reads in one sitting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from imagenette_lab import runrecord as rr
+from imagenette_lab.data.transforms import eval_transform
+from imagenette_lab.engine import features as feat
+from imagenette_lab.engine import selection as sel
+from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, load_checkpoint, load_model_state
+
+log = logging.getLogger("imagenette_lab.engine.train")  # one logger for the whole run's lines
+
+
+class FinalEval:
+    def final_eval(self) -> dict[str, Any]:
+        """The selected checkpoint, as `evaluate`/`predict` rebuild it, on the val images -> <run>/eval/;
+        the holdout slice scored with it -> <run>/holdout/ (for calibration)."""
+        from imagenette_lab.calibration import HOLDOUT_DIR
+        from imagenette_lab.diagnostics import diagnose_eval
+        from imagenette_lab.predictions import infer
+
+        cdir = checkpoint_dir(self.run_dir)
+        path = cdir / BEST if (cdir / BEST).is_file() else cdir / LAST
+        ckpt = load_checkpoint(path)
+        load_model_state(self.model, ckpt["model"], str(path))
+        if path.name == LAST and self.rule != "last":  # best.pt not kept: say what is really reported
+            log.warning("no checkpoints/best.pt (train.checkpoints_keep): reporting the last epoch")
+            self.rule, self.best = "last", {"rule": "last", "metric": None, "value": None, "epoch": ckpt["epoch"]}
+        c, b = self.cfg, self.best
+        kw = dict(batch_size=c.data.batch_size, workers=c.data.workers, device=self.device, amp=c.train.amp,
+                  channels_last=c.model.channels_last, name=c.name)
+        info = {"checkpoint": str(path), "selection": sel.selection_record(b, self.rule, len(self.holdout_pos))}
+        preds = infer(self.model, self.val_index, eval_transform(self.data_cfg), self.class_names,
+                      desc="eval", meta=info, **kw)
+        for p in preds.meta["skipped"]:
+            self.skipped.setdefault(p, "could not be decoded")
+        metrics = preds.save(self.run_dir / rr.EVAL, title=f"{c.name} (epoch {b['epoch']}, {sel.DESCRIBE[self.rule]})")
+        metrics["eval_images_per_s"] = preds.meta["images_per_s"]
+        if self.holdout_index is not None:
+            held = infer(self.model, self.holdout_index, eval_transform(self.data_cfg), self.class_names,
+                         desc="holdout", meta=info, **kw)
+            held.save(self.run_dir / rr.HOLDOUT, gallery_n=0, title=f"{c.name} holdout (selection split)")
+            for p in held.meta["skipped"]:
+                self.skipped.setdefault(p, "could not be decoded")
+        # calibration.json/reliability.png (T fitted on <run>/holdout/) and the Grad-CAM figures.
+        diagnose_eval(self.run_dir / "eval", self.model, self.data_cfg, preds.logits, preds.targets, preds.paths,
+                      self.class_names, holdout_dir=self.run_dir / HOLDOUT_DIR, explain=c.train.explain, seed=c.seed,
+                      title=c.name)
+        cmp = feat.head_vs_probe(self.probe_pred, preds.indices.tolist(), preds.targets, preds.predicted())
+        if cmp and self.probe is not None:
+            self.probe["paired"] = cmp
+            log.info("head vs probe on the same %d val images: accuracy %.4f vs %.4f; only the head right on %d, "
+                     "only the probe on %d (McNemar exact p = %s)", cmp["n"], cmp["head_accuracy"],
+                     cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"],
+                     "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
+        return metrics
