@@ -54,13 +54,8 @@ class CpuPrecision:
 
 def cpu_flags(cpuinfo: Path | None = None) -> set[str]:
     """The CPU feature flags (lower case); empty when they cannot be read."""
-    path = cpuinfo or CPUINFO
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        text = ""
     flags: set[str] = set()
-    for line in text.splitlines():
+    for line in _read_cpuinfo(cpuinfo).splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):  # x86 / aarch64
             flags.update(value.lower().split())
@@ -115,8 +110,6 @@ def describe(device: torch.device, amp: str, dtype: torch.dtype | None, channels
 
 # bf16 must beat fp32 by this factor to be chosen for training: a near tie keeps fp32's precision.
 PROBE_MARGIN = 1.1
-
-
 PROBE_CACHE: Path | None = None  # tests point this at a scratch file
 
 
@@ -138,9 +131,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_cpuinfo() -> str:
+def _read_cpuinfo(path: Path | None = None) -> str:
     try:
-        return CPUINFO.read_text(errors="replace")
+        return (path or CPUINFO).read_text(errors="replace")
     except OSError:
         return ""
 
