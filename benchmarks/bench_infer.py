@@ -5,6 +5,8 @@ ours      imagenette-lab's inference path (engine.evaluate.run_inference's setti
           channels_last, Conv+BN folded (torch.fx fuse, eval only), in two bf16 modes: autocast per
           `amp_dtype` (bf16 activations), and fp32 tensors with oneDNN's implicit bf16 math in conv/matmul
           (torch.backends.mkldnn.fp32_precision = "bf16"); `--compile` adds torch.compile
+onnx      the same fp32 model exported as `imagenette-lab export` does (torch.onnx, dynamo) and run by
+          onnxruntime's CPU provider with torch's thread count (the `predict` path for .onnx files)
 
 For each model: the same preprocessed val images for both; `--warmup` batches discarded, then the
 median img/s of `--repeats` timed passes; top-1 agreement of ours with the fp32 baseline on those
@@ -90,6 +92,16 @@ def ours_model(model, compile_: bool):
     return torch.compile(m) if compile_ else m
 
 
+def onnx_model(model, tmp: Path):
+    """`model` exported to ONNX (fp32, export.export_onnx) and loaded in onnxruntime."""
+    from imagenette_lab.export import export_onnx
+    from imagenette_lab.onnx_backend import OnnxClassifier
+
+    path = tmp / "model.onnx"
+    export_onnx(model, {"preprocessing": {"crop": 224}}, path)
+    return OnnxClassifier(path)
+
+
 def timed(fn, x, batch: int, warmup: int, repeats: int) -> tuple[float, list[float]]:
     import torch
 
@@ -122,6 +134,7 @@ def bench_model(name: str, x, args) -> dict:
     with torch.inference_mode():
         ref = torch.cat([model(x[i: i + 32]).argmax(1) for i in range(0, len(x), 32)])
     fast = ours_model(model, args.compile)
+    ort_model = onnx_model(model, Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))) if "onnx" in args.modes else None
     r = {"weights": weights, "gflop_per_image": round(flops / 1e9, 3), "n_images": len(x),
          "baseline_img_per_s": round(base_rate, 2), "baseline_repeats": [round(v, 2) for v in base_reps],
          "baseline_gflops": round(flops * base_rate / 1e9, 1), "ours": {}}
@@ -129,6 +142,8 @@ def bench_model(name: str, x, args) -> dict:
     # math in conv/matmul (fp32 activations between layers: closer to fp32, ~100 % agreement).
     for mode in args.modes:
         def ours(b, mode=mode):
+            if mode == "onnx":
+                return ort_model(b)
             b = b.contiguous(memory_format=torch.channels_last)
             if mode == "bf16_autocast" and dtype is not None:
                 with torch.autocast("cpu", dtype=dtype):
@@ -164,8 +179,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the images; median reported")
     p.add_argument("--amp", default="auto", help="our autocast mode (auto = engine.evaluate.amp_dtype)")
-    p.add_argument("--modes", nargs="+", default=["bf16_autocast", "bf16_fpmath"],
-                   choices=["bf16_autocast", "bf16_fpmath", "fp32"], help="our precision modes, each timed")
+    p.add_argument("--modes", nargs="+", default=["bf16_autocast", "bf16_fpmath", "onnx"],
+                   choices=["bf16_autocast", "bf16_fpmath", "fp32", "onnx"], help="our modes, each timed")
     p.add_argument("--compile", action="store_true", help="also torch.compile our model (slow first call)")
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--quick", action="store_true", help="tiny run: checks the script, numbers mean little")

@@ -63,7 +63,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     from imagenette_lab.data.tensor_cache import cache_size_for
     from imagenette_lab.data.transforms import default_data_cfg, eval_transform, train_transform
     from imagenette_lab.engine.evaluate import amp_dtype, make_loader, run_inference
-    from imagenette_lab.engine.fast import compiled
+    from imagenette_lab.engine.fast import compiled, reuse_freed_memory
     from imagenette_lab.engine.loop import EpochState, StepContext, StopRequest, train_epoch
     from imagenette_lab.engine.optim import build_optimizer, build_scheduler
     from imagenette_lab.engine.task import TrainTask
@@ -105,6 +105,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     else:
         # Ablations: ours_fp32 = no autocast, ours_folder = PIL decoding with 2 workers instead of the cache.
         amp = {"ours_fp32": "off", "ours_bf16": "bf16"}.get(variant, args.amp)
+        info["reuse_freed_memory"] = reuse_freed_memory()  # as `train` does on a CPU
         dc = default_data_cfg(size)
         tf = train_transform(dc, "baseline", 0.08)  # the baseline's RandomResizedCrop scale
         if variant == "ours_folder":
@@ -128,7 +129,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         if amp == "auto":  # as `train` does: bf16 only where the CPU has it natively AND it times faster
             from imagenette_lab.engine.precision import probe_train_amp
 
-            amp, info["amp_reason"] = probe_train_amp(model, "efficientnet_b0", (min(bs, 32), 3, size, size), True)
+            amp, info["amp_reason"] = probe_train_amp(model, "efficientnet_b0", (bs, 3, size, size), True)
         task = TrainTask(compiled(model, variant == "ours_compile"), amp=amp, device=dev, label_smoothing=0.1)
         ctx = StepContext(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), dev,
                           task, amp=amp, channels_last=True,
@@ -156,6 +157,22 @@ def run_variant(args: argparse.Namespace) -> dict:
     return info
 
 
+def _run_one(v: str, args: argparse.Namespace) -> dict:
+    """One variant in its own process (its own peak RSS, no state shared with the others)."""
+    cmd = [sys.executable, __file__, "--variant", v] + [a for a in sys.argv[1:] if a != "--quick"] + [
+        "--root", args.root, "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats",
+        str(args.repeats), "--batch-size", str(args.batch_size), "--val-per-class", str(args.val_per_class)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        sys.exit(f"variant {v} failed:\n{out.stderr[-3000:]}")
+    r = json.loads(line[7:])
+    r["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(f"  {v}: {r['img_per_s']:.1f} img/s, val acc {r['val_accuracy']:.4f}", flush=True)
+    return r
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
@@ -166,6 +183,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="timed optimizer steps per variant")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (also trained)")
     p.add_argument("--repeats", type=int, default=5, help="chunks of the timed steps; the median is reported")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the variants this many times, alternating (a shared machine drifts); each "
+                        "variant reports its median round")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0, help="our loader's workers (the baseline uses 2)")
@@ -191,22 +211,17 @@ def main() -> None:
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args)))
         return
+    rounds: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for _ in range(args.rounds):
+        for v in args.variants:
+            rounds[v].append(_run_one(v, args))
     results = {}
-    for v in args.variants:
-        cmd = [sys.executable, __file__, "--variant", v] + [a for a in sys.argv[1:] if a != "--quick"] + [
-            "--root", args.root, "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats",
-            str(args.repeats), "--batch-size", str(args.batch_size), "--val-per-class", str(args.val_per_class)]
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if out.returncode != 0 or line is None:
-            sys.exit(f"variant {v} failed:\n{out.stderr[-3000:]}")
-        results[v] = json.loads(line[7:])
-        results[v]["wall_s"] = round(time.perf_counter() - t0, 1)
-        r = results[v]
-        print(f"{v:13s} {r['img_per_s']:8.1f} img/s (repeats {r['img_per_s_repeats']})  val acc "
-              f"{r['val_accuracy']:.4f} on {r['val_n']}  peak RSS {r['peak_rss_mib']:.0f} MiB "
-              f"(+ workers {r['peak_rss_children_mib']:.0f})"
+    for v, runs in rounds.items():
+        r = results[v] = sorted(runs, key=lambda r: r["img_per_s"])[len(runs) // 2]
+        r["img_per_s_rounds"] = [x["img_per_s"] for x in runs]
+        print(f"{v:13s} {r['img_per_s']:8.1f} img/s (rounds {r['img_per_s_rounds']}, repeats "
+              f"{r['img_per_s_repeats']})  val acc {r['val_accuracy']:.4f} on {r['val_n']}  peak RSS "
+              f"{r['peak_rss_mib']:.0f} MiB (+ workers {r['peak_rss_children_mib']:.0f})"
               + (f"  cache {r['cache_bytes'] / 2**20:.0f} MiB ({r['cache_images']} images, ready in "
                  f"{r['cache_ready_s']}s)" if "cache_bytes" in r else ""), flush=True)
     base = results.get("baseline")

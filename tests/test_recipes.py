@@ -30,3 +30,14 @@ def test_recipe_loads_and_validates(name: str) -> None:
     model = create_classifier(cfg.model.name, 10, head=cfg.model.head, dropout=cfg.model.dropout,
                               freeze_base=cfg.model.freeze_base)
     assert model.head[-1].out_features == 10
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_train_help_names_every_recipe(name: str) -> None:
+    import argparse
+
+    from imagenette_lab.commands import train as train_cmd
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    train_cmd.register(sub)
+    assert name in sub.choices["train"].format_help().replace("\n", " ")

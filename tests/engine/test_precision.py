@@ -113,10 +113,11 @@ def test_probe_keeps_bf16_only_where_it_trains_faster(fake_cpu, tmp_path, monkey
     fake_cpu(XEON_AMX)
     calls = _timings(monkeypatch, fp32=1.0, bf16=2.0)  # the EfficientNet-B0 case: bf16 2x slower
     amp, why = precision.probe_train_amp(net, "effnet", (4, 3, 8, 8), True)
-    assert amp == "off" and "bf16 2.0 vs fp32 4.0 img/s" in why and len(calls) == 2
+    assert amp == "off" and "bf16 2.0 vs fp32 4.0 img/s" in why
+    assert calls == [None, torch.bfloat16] * 3  # alternating rounds
     calls = _timings(monkeypatch, fp32=2.0, bf16=1.0)  # the ResNet50 case
     assert precision.probe_train_amp(net, "resnet", (4, 3, 8, 8), True)[0] == "bf16"
-    calls = _timings(monkeypatch, fp32=1.0, bf16=0.95)  # a near tie keeps fp32
+    calls = _timings(monkeypatch, fp32=1.0, bf16=0.97)  # a near tie (3 %) keeps fp32
     assert precision.probe_train_amp(net, "tie", (4, 3, 8, 8), True)[0] == "off"
     # Answers persist on disk: asking again times nothing, even if the hardware now looks different.
     calls = _timings(monkeypatch, fp32=1.0, bf16=9.0)
@@ -154,3 +155,35 @@ def test_training_records_the_timed_choice(fake_cpu, clean_dataset: Path, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("precision: bf16 autocast + channels_last on cpu")
     assert "timed test_resnet training at 32x32 px: bf16 8.0 vs fp32 4.0 img/s" in lines[0]
     assert find_resume_checkpoint(tmp_path / "r")[1]["train_amp"] == "bf16"
+
+
+def test_depthwise_convs_compute_in_fp32_under_bf16_training() -> None:
+    """oneDNN's bf16 depthwise backward is slow, so fp32_depthwise runs those convs in fp32 while
+    training under bf16 autocast; inference, other convs and the state_dict are unchanged."""
+    from imagenette_lab.engine.task import TrainTask
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8),
+                              torch.nn.Conv2d(8, 8, 3, groups=2))
+    keys = list(net.state_dict())
+    dw, x = net[1], torch.randn(2, 8, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = dw(x)
+        assert precision.fp32_depthwise(net) == 1 and precision.fp32_depthwise(net) == 0
+        switched = dw(x)
+        with torch.no_grad():
+            assert torch.equal(dw(x), plain)  # inference: as before
+    assert type(dw).__name__ == "Fp32DepthwiseConv2d" and isinstance(dw, torch.nn.Conv2d)
+    assert type(net[0]) is torch.nn.Conv2d and type(net[2]) is torch.nn.Conv2d  # grouped, not depthwise
+    assert switched.dtype == torch.bfloat16 and not torch.equal(switched, plain)
+    assert torch.equal(switched, torch.nn.functional.conv2d(x, dw.weight, dw.bias, 2, 2, 1, 8).to(torch.bfloat16))
+    assert list(net.state_dict()) == keys
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autograd through the switched conv still works
+        switched.float().sum().backward()
+    assert dw.weight.grad is not None and dw.weight.grad.dtype == torch.float32
+
+    other = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4))
+    TrainTask(other, amp="off", device="cpu")
+    assert type(other[0]) is torch.nn.Conv2d  # fp32 training: nothing to switch
+    TrainTask(other, amp="bf16", device="cpu")
+    assert isinstance(other[0], precision._Fp32Depthwise)

@@ -21,7 +21,7 @@ def register(sub) -> None:
         "saves a checkpoint at the current step; --resume RUN_DIR continues exactly.",
     )
     p.add_argument("--config", default=None, metavar="NAME|FILE",
-                   help="built-in recipe (exp2_scratch, exp2_scratch_cpu, exp3_transfer, exp3_transfer_cpu) "
+                   help="built-in recipe (exp2_scratch, exp2_scratch_cpu, exp2_fast_cpu, exp3_transfer, exp3_transfer_cpu) "
                    "or a YAML file; with --resume the run's own config is used when omitted")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config field, e.g. --set optim.lr=0.001 (repeatable)")

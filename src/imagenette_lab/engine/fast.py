@@ -1,9 +1,12 @@
 """Training-step speed options that do not change what is learned: progressive resizing's size
-schedule and an optional torch.compile'd model (see benchmarks/bench_train.py for measurements)."""
+schedule, glibc's heap kept for reuse, and an optional torch.compile'd model (see
+benchmarks/bench_train.py for measurements)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 
 import torch
 from torch import nn
@@ -24,6 +27,25 @@ def progressive_size(img_size: int, min_size: int, frac: float, epoch: int, epoc
         return img_size
     size = min_size + (img_size - min_size) * (epoch - 1) / ramp
     return max(min_size, min(img_size, int(size) // step * step))
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed memory in this process's heap for reuse (glibc on Linux; process-wide, idempotent).
+
+    glibc serves large allocations with fresh mmap'd pages and unmaps them on free, so every training
+    step page-faults its activations in again: EfficientNet-B0 at 128 px, batch 64 took 100-225k
+    minor faults and 0.2-0.6 s of system time per step on a 2-core CPU. With mmap off and a high trim
+    threshold the heap keeps and reuses those pages (~4k faults, 0.01 s per step; peak RSS ~+0.5 GiB
+    in fp32). jemalloc or tcmalloc would do the same but must be installed and preloaded.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def compiled(model: nn.Module, enabled: bool) -> nn.Module:

@@ -8,10 +8,13 @@ training 18.5 img/s in bf16 vs 40.3 img/s in fp32). torch's own capability query
 products exist, so we read the CPU's feature flags (/proc/cpuinfo on Linux; `sysctl` on macOS).
 Unknown hardware gets fp32, the choice that is never much slower than the alternative.
 
-Native bf16 is still not always faster for *training*: on a 2-core AMX Xeon, ResNet50 trains 2.1x
-faster in bf16 but EfficientNet-B0 (depthwise convolutions, bf16 backward) 2x slower. So on such
-CPUs `probe_train_amp` times a few forward+backward steps of the run's own model both ways, keeps
-bf16 only when it is clearly faster, and caches the answer on disk per CPU, torch, model and shape.
+Native bf16 is still not always faster for *training*. oneDNN (torch 2.14) has no fast bf16 backward
+for depthwise convolutions with 5x5 kernels or stride 2: 4-15x slower than fp32 on a 2-core AMX Xeon,
+which made EfficientNet-B0 train 2x slower in plain bf16 autocast. So under CPU bf16 autocast the
+trainer runs depthwise convolutions in fp32 (`fp32_depthwise`; every other op stays bf16: B0 at
+128 px then trains ~1.2x faster than in fp32, less at small sizes). And on such CPUs
+`probe_train_amp` times a few forward+backward steps of the run's own model both ways, keeps bf16
+only when it is faster, and caches the answer on disk per CPU, torch, model and shape.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from imagenette_lab.utils import atomic_write_text
 
@@ -108,8 +112,40 @@ def describe(device: torch.device, amp: str, dtype: torch.dtype | None, channels
     return f"precision: {name}{layout} on {device.type} ({why})"
 
 
+class _Fp32Depthwise:
+    """Mixin for a depthwise nn.Conv2d: under CPU bf16 autocast with autograd on, compute in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float()).to(dtype)  # type: ignore[misc]
+        return super().forward(x)  # type: ignore[misc]
+
+
+_FP32_DEPTHWISE: dict[type, type] = {}
+
+
+def fp32_depthwise(model: nn.Module) -> int:
+    """Let `model`'s depthwise convolutions compute in fp32 under CPU bf16 autocast while training.
+
+    Only the backward is slow in bf16 (see the module docstring), so inference is left alone. The
+    modules change class in place (a subclass of their own class), so parameters, state_dict keys
+    and checkpoints stay exactly as they were. Returns how many convolutions were switched.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and not isinstance(m, _Fp32Depthwise) and 1 < m.groups == m.in_channels:
+            cls = type(m)
+            if cls not in _FP32_DEPTHWISE:
+                _FP32_DEPTHWISE[cls] = type(f"Fp32Depthwise{cls.__name__}", (_Fp32Depthwise, cls), {})
+            m.__class__ = _FP32_DEPTHWISE[cls]
+            n += 1
+    return n
+
+
 # bf16 must beat fp32 by this factor to be chosen for training: a near tie keeps fp32's precision.
-PROBE_MARGIN = 1.1
+PROBE_MARGIN = 1.05
 PROBE_CACHE: Path | None = None  # tests point this at a scratch file
 
 
@@ -153,7 +189,7 @@ def _time_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | No
 
 
 def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], channels_last: bool,
-                    steps: int = 3, flags: set[str] | None = None) -> tuple[str, str]:
+                    steps: int = 2, rounds: int = 3, flags: set[str] | None = None) -> tuple[str, str]:
     """("bf16" or "off", reason) for training `model` on a CPU under `train.amp: auto`.
 
     Without native bf16 no probe runs (emulated bf16 is always slower). Otherwise a copy of the
@@ -162,7 +198,7 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    key = "|".join([_cpu_name(), torch.__version__, name, "x".join(map(str, shape)),
+    key = "|".join([_cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v2",  # v2: fp32 depthwise, alternating rounds
                     f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
@@ -174,13 +210,19 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
         with torch.random.fork_rng(devices=[]):  # dropout/drop-path in the probe must not shift the run's RNG
             torch.manual_seed(0)
             m = copy.deepcopy(model).train()
+            fp32_depthwise(m)  # as TrainTask runs it in bf16 (a no-op in fp32)
             for p in m.parameters():
                 p.requires_grad_(True)
             x = torch.randn(shape)
             if channels_last:
                 m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-            hit = {d: round(shape[0] / _time_steps(m, x, dt, steps), 2)
-                   for d, dt in (("fp32", None), ("bf16", torch.bfloat16))}
+            # Alternating rounds, median per dtype: a burst of load on a shared machine (seen: one
+            # process's fp32 steps 49 -> 35 img/s minutes apart) then hits both alike.
+            times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+            for _ in range(rounds):
+                for d, dt in (("fp32", None), ("bf16", torch.bfloat16)):
+                    times[d].append(_time_steps(m, x, dt, steps))
+            hit = {d: round(shape[0] / sorted(t)[len(t) // 2], 2) for d, t in times.items()}
         cache[key] = hit
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from imagenette_lab.engine.evaluate import autocast_context
+from imagenette_lab.engine.evaluate import amp_dtype, autocast_context
 from imagenette_lab.engine.optim import loss_fn
+from imagenette_lab.engine.precision import fp32_depthwise
 
 
 class TrainTask(nn.Module):
@@ -26,6 +27,8 @@ class TrainTask(nn.Module):
         self.amp = amp
         self.device = torch.device(device)
         self.label_smoothing = label_smoothing
+        if not cached and self.device.type == "cpu" and amp_dtype(self.device, amp) is torch.bfloat16:
+            fp32_depthwise(model)  # oneDNN's bf16 depthwise backward is slow: engine/precision.py
 
     def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         with autocast_context(self.device, self.amp):

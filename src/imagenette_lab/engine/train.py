@@ -44,7 +44,7 @@ from imagenette_lab.engine.checkpoint import (
     LAST, capture_rng, check_compatible, checkpoint_dir, find_resume_checkpoint,
     load_model_state, parse_keep, restore_rng, save_retained,
 )
-from imagenette_lab.engine.fast import compiled, progressive_size
+from imagenette_lab.engine.fast import compiled, progressive_size, reuse_freed_memory
 from imagenette_lab.engine.final_eval import FinalEval
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
@@ -74,6 +74,8 @@ class Trainer(FinalEval):
                  stop: StopRequest, hooks: dict[str, Callable] | None):
         self.cfg, self.run_dir, self.stop, self.hooks = cfg, run_dir, stop, hooks or {}
         self.device = dist.local_device(resolve_device(cfg.train.device))
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # no page faults per step: engine/fast.py
         d = cfg.data
         # full_train_index: what the feature cache covers; train_index: what the weights are fit on.
         self.full_train_index = index_split(d.root, d.train_split).subset(d.limit_per_class, cfg.seed)
@@ -284,7 +286,7 @@ class Trainer(FinalEval):
             self.train_amp = cfg.train.amp
         elif self.train_amp is None:
             if dist.is_main():
-                shape = (min(cfg.data.batch_size, 32), 3, cfg.data.img_size, cfg.data.img_size)
+                shape = (cfg.data.batch_size, 3, cfg.data.img_size, cfg.data.img_size)  # as trained
                 self.train_amp, reason = probe_train_amp(self.model, cfg.model.name, shape, cfg.model.channels_last)
             self.train_amp = dist.broadcast_object(self.train_amp)  # every rank computes alike
         if first and dist.is_main():
