@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import math
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,20 +41,12 @@ FLAGS_OF_INTEREST = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_f
 
 
 def cpu_info() -> dict:
-    from imagenette_lab.engine.precision import cpu_flags, cpu_precision
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
     import os
 
+    from imagenette_lab.engine.precision import cpu_flags, cpu_name, cpu_precision
+
     flags = cpu_flags()
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in FLAGS_OF_INTEREST if f in flags],
+    return {"model": cpu_name(), "cores": os.cpu_count(), "flags": [f for f in FLAGS_OF_INTEREST if f in flags],
             "auto_precision": cpu_precision().label, "auto_precision_reason": cpu_precision().reason}
 
 

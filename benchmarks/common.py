@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import resource
 import time
 from pathlib import Path
@@ -15,11 +14,10 @@ def cpu_info() -> dict:
     """Model name, cores, the SIMD/AMX flags that decide bf16 speed, torch version and threads."""
     import torch
 
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
-    keep = sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "fma")))
-    return {"model": model.group(1) if model else platform.processor(), "cpu_count": os.cpu_count(),
+    from imagenette_lab.engine.precision import cpu_flags, cpu_name
+
+    keep = sorted(f for f in cpu_flags() if f.startswith(("amx", "avx512", "avx2", "fma")))
+    return {"model": cpu_name(), "cpu_count": os.cpu_count(),
             "flags": keep, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()),
             "platform": platform.platform()}

@@ -21,8 +21,6 @@ def clean_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "clean", bad_files=False)
 
 
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _private_probe_cache(tmp_path_factory):
     """Timing-probe answers (engine/precision.py) go to a scratch file, not the user's ~/.cache."""

@@ -36,13 +36,20 @@ def _writable_dir(d: Path) -> bool:
         return False
 
 
+def user_cache_base() -> Path:
+    """$IMAGENETTE_LAB_CACHE_DIR, else $XDG_CACHE_HOME/imagenette_lab (~/.cache/imagenette_lab)."""
+    env = os.environ.get(ENV_CACHE)
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette_lab"
+    return base.expanduser()
+
+
 def cache_dir(root: str | Path) -> Path:
     """The (created) cache folder for the dataset at `root`."""
     root = Path(root).expanduser().resolve()
     tag = f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
     env = os.environ.get(ENV_CACHE)
     if env:
-        d = Path(env).expanduser() / tag
+        d = user_cache_base() / tag
         if not _writable_dir(d):
             from imagenette_lab.errors import UserError
 
@@ -51,8 +58,7 @@ def cache_dir(root: str | Path) -> Path:
     local = root / CACHE_DIRNAME
     if _writable_dir(local):
         return local
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette_lab"
-    d = base / tag
+    d = user_cache_base() / tag
     if not _writable_dir(d):
         from imagenette_lab.errors import UserError
 

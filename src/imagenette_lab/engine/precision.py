@@ -23,7 +23,6 @@ import copy
 import functools
 import json
 import logging
-import os
 import platform
 import subprocess
 import time
@@ -153,13 +152,13 @@ def probe_cache_path() -> Path:
     """precision.json beside the data caches: $IMAGENETTE_LAB_CACHE_DIR, else ~/.cache/imagenette_lab."""
     if PROBE_CACHE is not None:
         return PROBE_CACHE
-    from imagenette_lab.data.index_store import ENV_CACHE
+    from imagenette_lab.data.index_store import user_cache_base
 
-    base = os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette_lab"
-    return Path(base).expanduser() / "precision.json"
+    return user_cache_base() / "precision.json"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (for cache keys and benchmark records)."""
     for line in _read_cpuinfo().splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() == "model name":
@@ -198,7 +197,8 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    key = "|".join([_cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v2",  # v2: fp32 depthwise, alternating rounds
+    # probe=v2: bf16 timed with fp32 depthwise convs, in alternating rounds (v1 answers are re-measured)
+    key = "|".join([cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v2",
                     f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:

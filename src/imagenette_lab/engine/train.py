@@ -306,9 +306,8 @@ class Trainer(FinalEval):
                     stage.name, stage.epochs, old_epochs)
         # The new schedule's own per-group keys (OneCycleLR's max_lr/min_lr, initial_lr), not the old one's:
         # a longer run can switch from the short-run LambdaLR to OneCycleLR (engine/optim.py).
-        keys = SCHEDULE_KEYS & ({k for g in fresh for k in g} | {k for g in scheduler.optimizer.param_groups for k in g})
         for group, new in zip(scheduler.optimizer.param_groups, fresh):
-            for k in keys:
+            for k in SCHEDULE_KEYS:
                 if k in new:
                     group[k] = new[k]
                 else:
