@@ -37,7 +37,8 @@ class DataConfig:
     root: str = "data/imagenette2-160"
     train_split: str = "train"
     val_split: str = "val"
-    img_size: int = 128  # train crop; eval resizes to img_size / eval_crop_pct then centre-crops
+    img_size: int = 128  # train crop; eval resizes to eval_size / eval_crop_pct then centre-crops
+    eval_size: int = 0  # 0 = img_size; larger = FixRes-style eval/inference above the train size
     eval_crop_pct: float = 0.875
     augment: str = "baseline"  # random-resized-crop + flip, optionally + an auto-augment policy
     min_scale: float = 0.35  # RandomResizedCrop lower scale bound
@@ -49,10 +50,15 @@ class DataConfig:
     limit_per_class: int = 0  # 0 = every image; >0 = a seeded subset per class (quick CPU runs)
     val_limit_per_class: int = 0
     cache: bool = False  # decode once into a uint8 tensor cache (imagenette-lab cache) and train from it
-    cache_size: int = 0  # stored side of the cache; 0 = img_size / eval_crop_pct (eval from it is exact)
+    cache_size: int = 0  # stored side of the cache; 0 = eval size / eval_crop_pct (eval from it is exact)
     progressive_min_size: int = 0  # >0: fastai-style progressive resizing, train crops grow from this size ...
     progressive_frac: float = 0.5  # ... to img_size over this fraction of the main stage's epochs
     holdout_frac: float = 0.05  # stratified, seeded slice of train that selects the checkpoint (0 = none)
+
+    @property
+    def eval_px(self) -> int:
+        """The side evaluated and inferred at."""
+        return self.eval_size or self.img_size
 
 
 @dataclass
@@ -64,6 +70,7 @@ class ModelConfig:
     freeze_base: bool = False
     head: str = "study"  # study = BatchNorm -> Dropout -> Linear (the paper's head)
     dropout: float = 0.2
+    drop_path: float | None = None  # stochastic-depth rate (timm drop_path_rate); None = the model's default
     channels_last: bool = True
 
 

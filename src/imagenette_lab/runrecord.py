@@ -102,6 +102,7 @@ class ModelInfo:
 @dataclass
 class Settings:
     img_size: int | None = None
+    eval_size: int | None = None  # only when evaluated at another size than trained (data.eval_size)
     epochs: int | None = None
     epochs_run: int | None = None
     train_per_class: int | None = None  # None: every train image
@@ -233,7 +234,8 @@ def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], ep
         selection = {"rule": "best_on_eval_split", "split": d.val_split, "epoch": best["epoch"],
                      "metric": best.get("metric")}
     settings = {
-        "img_size": d.img_size, "epochs": t.epochs + t.finetune_epochs, "epochs_run": epochs_run,
+        "img_size": d.img_size, "eval_size": d.eval_size if d.eval_px != d.img_size else None,
+        "epochs": t.epochs + t.finetune_epochs, "epochs_run": epochs_run,
         "train_per_class": d.limit_per_class or None, "n_train": n_train, "n_val": n_val,
         "val_split": d.val_split, **val_sample(dataset, d.val_split, n_val, d.val_limit_per_class),
         "selection": selection, "feature_cache": bool(t.feature_cache),

@@ -30,7 +30,7 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     assert per_step < 8000, per_step  # fresh pages every step would be ~32,800 faults of 4 KiB
 
 
-def test_progressive_sizes_grow_to_the_eval_size() -> None:
+def test_progressive_sizes_grow_to_the_train_size() -> None:
     sizes = [progressive_size(128, 64, 0.5, e, 16) for e in range(1, 17)]
     assert sizes == [64, 64, 80, 80, 96, 96, 112, 112] + [128] * 8
     assert progressive_size(128, 0, 0.5, 1, 16) == 128

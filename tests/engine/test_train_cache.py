@@ -40,6 +40,26 @@ def test_same_accuracy_with_and_without_the_cache(data: Path, tmp_path: Path) ->
     assert (data / ".imagenette_lab" / "tensors-train-27px-short-crop-bilinear.json").is_file()
 
 
+def test_eval_size_above_the_train_size(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """data.eval_size: crops train at img_size, eval, the checkpoint's data_cfg and the cache use eval_size."""
+    import imagenette_lab.engine.train as engine_train
+    from imagenette_lab.engine.checkpoint import load_checkpoint
+    from imagenette_lab.report.describe import settings_items
+    from imagenette_lab.runrecord import read_run
+
+    trained: list[int] = []
+    real = engine_train.train_transform
+    monkeypatch.setattr(engine_train, "train_transform",
+                        lambda dc, *a: trained.append(dc["input_size"][-1]) or real(dc, *a))
+    extra = TINY + CACHED + ["data.img_size=24", "data.eval_size=32", "train.epochs=2"]
+    assert train(cfg_for(data, tmp_path, "fixres", extra))["status"] == "complete"
+    assert set(trained) == {16, 24} and trained[-1] == 24  # progressive: 16 px, then img_size; never 32
+    ckpt = load_checkpoint(tmp_path / "fixres" / "checkpoints" / "last.pt")
+    assert ckpt["data_cfg"]["input_size"] == (3, 32, 32)  # what evaluate/predict/export infer at
+    assert (data / ".imagenette_lab" / "tensors-val-36px-short-crop-bilinear.json").is_file()  # 32 / 0.875
+    assert "trained at 24 px, evaluated at 32 px" in settings_items(read_run(tmp_path / "fixres"))
+
+
 def test_cached_progressive_run_resumes_exactly(data: Path, tmp_path: Path) -> None:
     extra = TINY + CACHED + ["data.img_size=32", "train.epochs=3", "data.workers=1"]
     ref = train(cfg_for(data, tmp_path, "ref", extra))

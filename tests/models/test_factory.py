@@ -214,3 +214,18 @@ def test_data_config_timm_comes_from_the_model():
     assert set(cfg) == {"input_size", "mean", "std", "crop_pct", "interpolation"}
     assert cfg["input_size"] == tuple(clf.base.pretrained_cfg["input_size"])
     assert cfg["interpolation"] == clf.base.pretrained_cfg["interpolation"]
+
+
+def test_drop_path_sets_the_stochastic_depth_rate():
+    from timm.layers import DropPath
+    from torchvision.ops import StochasticDepth
+
+    def rates(model, cls, attr):
+        return [getattr(m, attr) for m in model.modules() if isinstance(m, cls)]
+
+    default = rates(create_classifier("efficientnet_b0", 3), StochasticDepth, "p")
+    assert max(default) == pytest.approx(0.2 * 15 / 16)  # torchvision's linear ramp to 0.2
+    assert set(rates(create_classifier("efficientnet_b0", 3, drop_path=0.0), StochasticDepth, "p")) == {0.0}
+    assert max(rates(create_classifier("timm:efficientnet_b0", 3, drop_path=0.1), DropPath, "drop_prob")) > 0
+    with pytest.raises(UserError, match="no stochastic depth"):
+        create_classifier("resnet18", 3, drop_path=0.1)

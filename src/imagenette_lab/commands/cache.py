@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=None, metavar="S",
                    help="stored side in px (default: the one train uses, img-size / eval-crop-pct)")
     p.add_argument("--img-size", type=int, default=128, metavar="N",
-                   help="train crop the cache is for, sets the default --size (default: %(default)s)")
+                   help="size evaluated at (data.eval_size, else data.img_size); sets the default --size "
+                        "(default: %(default)s)")
     p.add_argument("--eval-crop-pct", type=float, default=0.875, help="as data.eval_crop_pct (default: %(default)s)")
     p.add_argument("--splits", nargs="+", default=None, metavar="SPLIT", help="default: every split")
     p.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear")

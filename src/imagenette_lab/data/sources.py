@@ -29,7 +29,7 @@ def make_dataset(index: SplitIndex, transform: Callable | None = None, source: s
         from imagenette_lab.data.tensor_cache import CachedImages, load_or_build
 
         if not size:
-            raise UserError("the cache source needs a size (data.cache_size or img_size / eval_crop_pct)")
+            raise UserError("the cache source needs a size (data.cache_size or the eval size / eval_crop_pct)")
         cache = load_or_build(index, size, interpolation=interpolation, workers=workers)
         return CachedImages(cache, index, transform, seed=seed)
     raise UserError(f"unknown data source '{source}' (choose from {', '.join(SOURCES)})")
@@ -41,7 +41,7 @@ def source_from_config(data: Any, seed: int = 0, interpolation: str = "bilinear"
         return {"source": "folder"}
     from imagenette_lab.data.tensor_cache import cache_size_for
 
-    size = data.cache_size or cache_size_for(data.img_size, data.eval_crop_pct)
+    size = data.cache_size or cache_size_for(data.eval_px, data.eval_crop_pct)
     return {"source": "cache", "size": size, "interpolation": interpolation, "seed": seed,
             # decoding the cache is parallel even when training reads it in-process (workers=0)
             "workers": max(data.workers, 2)}

@@ -18,7 +18,7 @@ def progressive_size(img_size: int, min_size: int, frac: float, epoch: int, epoc
     """Train crop size at `epoch` (1-based) of a stage of `epochs`: fastai-style progressive resizing.
 
     Grows linearly from `min_size` to `img_size` over the first `frac` of the epochs (rounded down
-    to a multiple of `step`; the last epochs always train at `img_size`, the size evaluated at).
+    to a multiple of `step`; the last epochs always train at `img_size`).
     """
     if not min_size or min_size >= img_size:
         return img_size

@@ -101,13 +101,13 @@ class Trainer(FinalEval):
         self.model = create_classifier(
             m.name, len(self.classes), pretrained=tag is not None, weights=tag,
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
-            head=m.head, dropout=m.dropout)
+            head=m.head, dropout=m.dropout, drop_path=m.drop_path)
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])
         else:
             self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
-            self.data_cfg.update(input_size=(3, d.img_size, d.img_size), crop_pct=d.eval_crop_pct)
+            self.data_cfg.update(input_size=(3, d.eval_px, d.eval_px), crop_pct=d.eval_crop_pct)
         self.source = source_from_config(d, cfg.seed, self.data_cfg.get("interpolation", "bilinear"))
         if dist.is_main():  # tensor caches (data.cache) are built once, by rank 0, before training
             prepare_source([self.full_train_index, self.val_index], **self.source)  # covers the holdout
@@ -190,9 +190,7 @@ class Trainer(FinalEval):
         if self._cache is not None:
             return self._cache
         cfg, dc = self.cfg, self.data_cfg
-        views = [eval_transform(dc)] + [
-            train_transform(dc, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
-        ] * (cfg.train.cache_views - 1)
+        views = [eval_transform(dc)] + [self.train_tf()] * (cfg.train.cache_views - 1)
         meta = {"model": cfg.model.name, "data_cfg": dc, "amp": cfg.train.amp, "seed": cfg.seed,
                 "base": feat.weights_fingerprint(self.model.base)}
         aug = [cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing]
@@ -236,7 +234,7 @@ class Trainer(FinalEval):
             amp, channels_last, mixer = "off", False, None
             workers = 0
         else:
-            tf = train_transform(self.data_cfg, cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing)
+            tf = self.train_tf()
             # Augmentation seeded per (seed, epoch, index): exact resume with worker processes
             # (the cache source seeds its batched crops itself).
             dataset = make_dataset(self.train_index, tf, **self.source)
@@ -363,6 +361,13 @@ class Trainer(FinalEval):
             self.hooks["on_epoch_end"](row)
         self.stop.check()
 
+    def train_tf(self, size: int = 0) -> Any:
+        """The train augmentation at `size` px (default data.img_size; data_cfg's size is the eval size)."""
+        d = self.cfg.data
+        size = size or d.img_size
+        return train_transform({**self.data_cfg, "input_size": (3, size, size)}, d.augment, d.min_scale,
+                               d.random_erasing)
+
     def _resize_for_epoch(self, stage: Stage, dataset: Any, epoch: int) -> None:
         """Progressive resizing (data.progressive_min_size): this epoch's train crop size."""
         d = self.cfg.data
@@ -371,8 +376,7 @@ class Trainer(FinalEval):
         size = progressive_size(d.img_size, d.progressive_min_size, d.progressive_frac, epoch - stage.first + 1,
                                 stage.epochs)
         inner = getattr(dataset, "dataset", dataset)  # PerSampleSeed wraps the folder source
-        inner.transform = train_transform({**self.data_cfg, "input_size": (3, size, size)}, d.augment,
-                                          d.min_scale, d.random_erasing)
+        inner.transform = self.train_tf(size)
         log.info("epoch %d: training at %d px (progressive resizing)", epoch, size)
 
     def validate(self, stage: Stage, holdout: bool = False) -> dict[str, Any]:

@@ -32,6 +32,8 @@ _TV_KWARGS: dict[str, dict[str, Any]] = {
     "inception_v3": {"aux_logits": False},
     "googlenet": {"aux_logits": False},
 }
+# torchvision families whose builders take stochastic_depth_prob (model.drop_path).
+_TV_STOCHASTIC_DEPTH = ("efficientnet", "convnext", "swin", "maxvit")
 # Keys wrapping a state dict inside common checkpoint formats (ours, timm's, Lightning's, ...).
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema")
 
@@ -92,24 +94,37 @@ def _is_lite0(source: str, arch: str) -> bool:
     return source == "timm" and arch == lite0.TIMM_NAME
 
 
-def _build(source: str, arch: str, weights: str | None) -> nn.Module:
-    """The 1000-way model with `weights` (None = random init). Downloads that fail -> UserError."""
+def _drop_path_kwargs(source: str, arch: str, drop_path: float | None) -> dict[str, Any]:
+    """The builder's stochastic-depth argument (timm drop_path_rate, torchvision stochastic_depth_prob)."""
+    if drop_path is None:
+        return {}
+    if source == "timm":
+        return {"drop_path_rate": drop_path}
+    if not arch.startswith(_TV_STOCHASTIC_DEPTH):
+        raise UserError(f"model.drop_path: torchvision's {arch} has no stochastic depth (leave it unset)")
+    return {"stochastic_depth_prob": drop_path}
+
+
+def _build(source: str, arch: str, weights: str | None, drop_path: float | None = None) -> nn.Module:
+    """The 1000-way model with `weights` (None = random init). Downloads that fail -> UserError.
+    drop_path: stochastic-depth rate, None = the architecture's default (torchvision EfficientNet: 0.2)."""
+    extra = _drop_path_kwargs(source, arch, drop_path)
     try:
         if _is_lite0(source, arch) and weights in (None, "DEFAULT", lite0.TAG):
             # The only real ImageNet weights reachable offline; random init uses the same BN eps.
-            return lite0.pretrained_lite0() if weights else lite0.create_lite0_model()
+            return lite0.pretrained_lite0(**extra) if weights else lite0.create_lite0_model(**extra)
         if source == "timm":
             if weights is None:
-                return timm.create_model(arch, pretrained=False)
+                return timm.create_model(arch, pretrained=False, **extra)
             full = arch if weights == "DEFAULT" or "." in arch else f"{arch}.{weights}"
             try:
-                return timm.create_model(full, pretrained=True)
+                return timm.create_model(full, pretrained=True, **extra)
             except RuntimeError as e:
                 if "Invalid pretrained tag" in str(e):
                     tags = ", ".join(timm.list_pretrained(f"{arch.split('.')[0]}.*")) or "none"
                     raise UserError(f"unknown weights '{weights}' for {arch}; available: {tags}") from None
                 raise
-        kwargs = _TV_KWARGS.get(arch, {})
+        kwargs = {**_TV_KWARGS.get(arch, {}), **extra}
         w = _tv_weights(arch, weights) if weights is not None else None
         return torchvision.models.get_model(arch, weights=w, **kwargs)
     except OSError as e:  # URLError, DNS failures, huggingface_hub's LocalEntryNotFoundError...
@@ -384,17 +399,19 @@ def create_classifier(
     freeze_base: bool = False,
     head: str = "study",
     dropout: float = 0.2,
+    drop_path: float | None = None,
 ) -> Classifier:
     """A `num_classes`-way Classifier on the backbone of an ImageNet model.
 
     pretrained / weights pick the backbone's ImageNet weights ("DEFAULT" when only pretrained=True);
     weights_file loads a local checkpoint instead (its classifier keys may differ: the head is new).
+    drop_path: the backbone's stochastic-depth rate (None = its default).
     """
     if num_classes < 1:
         raise UsageError(f"num_classes must be >= 1, got {num_classes}")
     source, arch = resolve_name(name)
     tag = None if weights_file is not None else (weights or ("DEFAULT" if pretrained else None))
-    model = _build(source, arch, tag)
+    model = _build(source, arch, tag, drop_path)
     paths = _classifier_paths(model, source, name)
     if weights_file is not None:
         load_weights_file(model, weights_file, name, ignore_prefixes=paths)

@@ -110,8 +110,15 @@ def title(rec: RunRecord | None, kind: str | None, label: str, role: str | None 
     parts += [method(rec) if parts else method(rec).capitalize(), model_phrase(rec)]
     text = " · ".join(parts)
     if rec.settings.img_size:
-        text += f", {rec.settings.img_size} px"
+        text += f", {px_text(rec.settings)}"
     return text
+
+
+def px_text(s: Any) -> str:
+    """"112 px", or "trained at 112 px, evaluated at 128 px" (data.eval_size)."""
+    if s.eval_size and s.eval_size != s.img_size:
+        return f"trained at {s.img_size} px, evaluated at {s.eval_size} px"
+    return f"{s.img_size} px"
 
 
 def _n(v: Any) -> str:
@@ -137,7 +144,7 @@ def settings_items(rec: RunRecord, throughput: str = "") -> list[str]:
     """The facts that explain a number: size, epochs, images, val sample, selection, hardware, time."""
     s, items = rec.settings, []
     if s.img_size:
-        items.append(f"{s.img_size} px")
+        items.append(px_text(s))
     if rec.kind == "train":
         if s.epochs:
             done = s.epochs_run if is_number(s.epochs_run) else s.epochs
