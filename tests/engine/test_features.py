@@ -178,3 +178,17 @@ def test_frozen_base_is_untouched_and_cached_val_matches_image_eval(data: Path, 
     row = next(r for r in best["history"] if r["epoch"] == res["best_epoch"])
     assert res["metrics"]["accuracy"] == pytest.approx(row["val_acc"])
     assert res["metrics"]["macro_f1"] == pytest.approx(row["val_f1"])
+
+
+def test_train_crop_size_keys_the_augmented_views(data: Path, tmp_path: Path) -> None:
+    """With data.eval_size the augmented views are cropped at img_size, which data_cfg does not hold:
+    a rerun at another img_size re-extracts them and keeps the eval view."""
+    def features_after(img_size: int) -> list[bytes]:
+        cfg = load_config("exp3_transfer_cpu", CACHED + ["data.eval_size=24", f"data.img_size={img_size}",
+                                                         "train.epochs=1", "train.finetune_epochs=0"],
+                          extra={"name": "fixres", "out_dir": str(tmp_path), "data": {"root": str(data)}})
+        assert train(cfg, overwrite=True)["status"] == "complete"
+        return [(tmp_path / "fixres" / "features" / f"train_view{v}.pt").read_bytes() for v in (0, 1)]
+
+    first, second = features_after(16), features_after(20)
+    assert second[0] == first[0] and second[1] != first[1]

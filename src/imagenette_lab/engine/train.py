@@ -194,6 +194,8 @@ class Trainer(FinalEval):
         meta = {"model": cfg.model.name, "data_cfg": dc, "amp": cfg.train.amp, "seed": cfg.seed,
                 "base": feat.weights_fingerprint(self.model.base)}
         aug = [cfg.data.augment, cfg.data.min_scale, cfg.data.random_erasing]
+        if cfg.data.eval_px != cfg.data.img_size:  # augmented views are cropped at img_size, not dc's eval size
+            aug.append(cfg.data.img_size)
         if dist.is_main():  # inference only: bf16 wherever the CPU has it natively (no timing probe)
             log.info("%s, for the base features", describe_precision(
                 self.device, cfg.train.amp, amp_dtype(self.device, cfg.train.amp), cfg.model.channels_last))
