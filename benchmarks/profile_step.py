@@ -1,6 +1,6 @@
 """Profile: where one training step of EfficientNet-B0 from scratch spends its time (no data loading).
 
-The step is `TrainTask` (bf16 autocast with fp32 depthwise convs, or fp32) + fused AdamW on random
+The step is `TrainTask` (bf16 autocast with fp32 depthwise convs, or fp32) + train's AdamW on random
 channels_last tensors, as `train` runs it on a CPU. Prints img/s of `--rounds` timed chunks and the
 `torch.profiler` table of the ops with the most self time; `--compile` runs the model torch.compile'd.
 A diagnostic for benchmarks/README.md ("where a step's time goes"), not a ratio benchmark.
@@ -34,7 +34,9 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from imagenette_lab.engine.fast import reuse_freed_memory
+    from imagenette_lab.config import OptimConfig
+    from imagenette_lab.engine.fast import compiled, reuse_freed_memory
+    from imagenette_lab.engine.optim import build_optimizer
     from imagenette_lab.engine.task import TrainTask
     from imagenette_lab.models.factory import create_classifier
 
@@ -42,10 +44,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_classifier("efficientnet_b0", 10, head="linear", dropout=0.2)
     model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    task = TrainTask(model, amp=args.amp, device="cpu", label_smoothing=0.1)
-    if args.compile:
-        task.model = torch.compile(model)
+    opt = build_optimizer(model, OptimConfig())  # train's AdamW (fused where it can be)
+    task = TrainTask(compiled(model, args.compile), amp=args.amp, device="cpu", label_smoothing=0.1)
     bs, size = args.batch_size, args.img_size
     x = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,))
