@@ -47,7 +47,7 @@ def test_resolve_device():
 
 def test_amp_modes():
     cpu = torch.device("cpu")
-    assert amp_dtype(cpu, "auto") is torch.bfloat16
+    # amp_dtype(cpu, "auto") depends on the CPU's flags: tests/engine/test_precision.py
     assert amp_dtype(torch.device("cuda"), "auto") is torch.float16
     assert amp_dtype(cpu, "off") is None
     assert amp_dtype(cpu, "fp16") is torch.float16
