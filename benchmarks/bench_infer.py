@@ -160,12 +160,15 @@ def bench_model(name: str, x, args) -> dict:
         finally:
             torch.backends.mkldnn.fp32_precision = old
         agree = float((ref == got).float().mean())
-        r["ours"][mode] = {"img_per_s": round(rate, 2), "repeats": [round(v, 2) for v in reps],
+        # On a CPU without native bf16, `auto` resolves to fp32: say which precision actually ran.
+        precision = {"onnx": "fp32 (onnxruntime)", "bf16_fpmath": "bf16 math", "fp32": "fp32"}.get(
+            mode, str(dtype).replace("torch.", "") if dtype is not None else "fp32 (amp auto: no native bf16)")
+        r["ours"][mode] = {"img_per_s": round(rate, 2), "repeats": [round(v, 2) for v in reps], "precision": precision,
                            "speedup": round(rate / base_rate, 2), "top1_agreement": round(agree, 4),
                            "gflops": round(flops * rate / 1e9, 1)}
         print(f"{name:18s} {mode:14s} baseline {base_rate:7.1f} img/s  ours {rate:7.1f} img/s  -> "
               f"{rate / base_rate:.2f}x (goal >= 3x)  top-1 agreement {agree:.2%} on {len(x)} (goal >= 99 %)  "
-              f"achieved {r['baseline_gflops']} -> {r['ours'][mode]['gflops']} GFLOP/s  [{weights} weights]",
+              f"achieved {r['baseline_gflops']} -> {r['ours'][mode]['gflops']} GFLOP/s  [{precision}; {weights} weights]",
               flush=True)
     return r
 
