@@ -123,6 +123,7 @@ def bench_model(name: str, x, args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from imagenette_lab.engine.evaluate import amp_dtype
+    from imagenette_lab.engine.precision import describe
 
     model, weights = build(name)
     model.eval()
@@ -160,9 +161,9 @@ def bench_model(name: str, x, args) -> dict:
         finally:
             torch.backends.mkldnn.fp32_precision = old
         agree = float((ref == got).float().mean())
-        # On a CPU without native bf16, `auto` resolves to fp32: say which precision actually ran.
-        precision = {"onnx": "fp32 (onnxruntime)", "bf16_fpmath": "bf16 math", "fp32": "fp32"}.get(
-            mode, str(dtype).replace("torch.", "") if dtype is not None else "fp32 (amp auto: no native bf16)")
+        # Which precision actually ran: under `--amp auto` a CPU without native bf16 runs fp32.
+        precision = {"onnx": "fp32 (onnxruntime)", "bf16_fpmath": "fp32 tensors, bf16 conv/matmul math",
+                     "fp32": "fp32"}.get(mode) or describe(torch.device("cpu"), args.amp, dtype, True)
         r["ours"][mode] = {"img_per_s": round(rate, 2), "repeats": [round(v, 2) for v in reps], "precision": precision,
                            "speedup": round(rate / base_rate, 2), "top1_agreement": round(agree, 4),
                            "gflops": round(flops * rate / 1e9, 1)}
