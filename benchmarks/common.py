@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 
@@ -14,19 +13,19 @@ def cpu_info() -> dict:
     """Model name, cores, the SIMD/AMX flags that decide bf16 speed, torch version and threads."""
     import torch
 
-    from imagenette_lab.engine.precision import cpu_flags, cpu_name
+    from imagenette_lab.engine.precision import cpu_name, speed_flags
 
-    keep = sorted(f for f in cpu_flags() if f.startswith(("amx", "avx512", "avx2", "fma")))
     return {"model": cpu_name(), "cpu_count": os.cpu_count(),
-            "flags": keep, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "flags": speed_flags(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()),
             "platform": platform.platform()}
 
 
 def peak_rss_mib(children: bool = False) -> float:
     """Peak resident memory (MiB) of this process, or of its largest finished child process."""
-    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+    from imagenette_lab.utils import peak_rss_mib as peak
+
+    return peak(children)
 
 
 def write_result(out: str | Path, name: str, data: dict) -> Path:

@@ -157,7 +157,7 @@ def test_safetensors_loads_into_the_plain_architecture(name: str, head: str, lib
     else:
         plain = torchvision.models.get_model(name, num_classes=3)
         plain.load_state_dict(load_file(r.path))
-    assert f"num_classes=3" in r.load_hint
+    assert "num_classes=3" in r.load_hint
     ours, _ = model_from_checkpoint(ckpt)
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -24,7 +24,8 @@ confusion_matrix*.png, most_confused.csv, predictions.csv/.npz, top_losses.png a
 calibration.json, reliability.png, gradcam_grid.png, top_losses_cam.png.
 
 run.json, format version 1 (`format_version`): kind, name, role (exp1/exp2/exp3 or null), stage (the
-`reproduce` stage or null), status, started, finished, wall_time_s, versions, hardware, and
+`reproduce` stage or null), status, started, finished, wall_time_s, versions, hardware (device, cpu,
+cpu_flags, cpu_count, torch_threads, platform), peak_rss_mib {process, workers}, and
 `model` {name, display, pretrained, weights, weights_file, weights_source, frozen_base},
 `settings` {img_size, epochs, epochs_run, train_per_class, n_train, n_val, val_split,
 val_is_sample, val_full_size, selection, feature_cache}, `dataset` {root, classes, n_classes,
@@ -260,7 +261,7 @@ def describe_eval(*, model: str, weights: str | None, weights_file: str | None, 
 def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *, role: str | None = None,
                    stage: str | None = None, **extra: Any) -> dict[str, Any]:
     """Mark a run complete: `run.json` is written last, so its presence means the run finished."""
-    from imagenette_lab.utils import atomic_write_json, hardware, now_iso, versions
+    from imagenette_lab.utils import atomic_write_json, hardware, now_iso, peak_rss_mib, versions
 
     if kind not in KINDS:  # still written (the report shows its files), but say it is not in the schema
         logging.getLogger(__name__).warning("run kind %r is not one of runrecord.KINDS (%s)", kind, ", ".join(KINDS))
@@ -278,6 +279,8 @@ def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
         "hardware": hardware(),
+        # This process's peak (a resumed run: the last process only) and its largest finished child's.
+        "peak_rss_mib": {"process": peak_rss_mib(), "workers": peak_rss_mib(children=True)},
         **extra,
     }
     atomic_write_json(Path(out_dir) / RUN_JSON, meta)

@@ -78,16 +78,31 @@ def versions() -> dict[str, str]:
 def hardware() -> dict[str, Any]:
     import torch
 
+    from imagenette_lab.engine.precision import cpu_name, speed_flags  # lazy: precision imports utils
+
     if torch.cuda.is_available():
         device = f"cuda:0 {torch.cuda.get_device_name(0)}"
     else:
         device = "cpu"
     return {
         "device": device,
+        "cpu": cpu_name(),
+        "cpu_flags": speed_flags(),  # times mean little without them: bf16 is fast only with AMX/AVX512-BF16
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
+
+
+def peak_rss_mib(children: bool = False) -> float | None:
+    """Peak resident memory (MiB, file-backed pages included) of this process, or of its largest
+    finished child process (e.g. DataLoader workers); None where getrusage is unavailable."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1 << 20 if platform.system() == "Darwin" else 1024), 1)  # macOS reports bytes
 
 
 def write_run_json(

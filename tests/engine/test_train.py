@@ -19,7 +19,6 @@ from imagenette_lab.cli import main
 from imagenette_lab.config import load_config
 from imagenette_lab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from imagenette_lab.engine.train import resume_config, train
-from imagenette_lab.errors import UserError
 from tests.helpers import REPO, TINY_CLASSES, make_dataset
 
 # test_resnet: timm's 370k-parameter ResNet, with BatchNorm; amp off because bf16 kernels warm up slowly.

@@ -50,7 +50,8 @@ def run_json(d: Path, kind: str, name: str, **extra) -> None:
         "started": "2024-01-01T00:00:00+00:00", "finished": "2024-01-01T00:10:00+00:00",
         "wall_time_s": 600.5,
         "versions": {"python": "3.11.9", "torch": "2.14.1", "imagenette_lab": "0.1.0"},
-        "hardware": {"device": "cpu", "cpu_count": 2},
+        "hardware": {"device": "cpu", "cpu_count": 2, "cpu_flags": ["avx2", "fma"]},
+        "peak_rss_mib": {"process": 3942.4, "workers": 0.0},
         **extra,
     }
     (d / "run.json").write_text(json.dumps(meta, indent=2))

@@ -75,7 +75,8 @@ def test_reproduce_out_dir_full_report(tmp_path: Path) -> None:
                  "Exp 3 · frozen base + trained head · EfficientNet-B0 (torchvision DEFAULT), 224 px",
                  "study: ResNet50 pretrained (zero-shot)", "What this shows",
                  "val 1,000 images (a sample of 3,925)", "300 train images per class (3,000 in all)",
-                 "reported checkpoint: the last epoch", "CPU (2 cores)", "wall time 10m 00s",
+                 "reported checkpoint: the last epoch", "CPU (2 cores, AVX2, no AVX-512)", "wall time 10m 00s",
+                 "peak memory (RSS)", "3,942 MiB", "avx2 fma",
                  "inference 42 images/s (whole model)", "all 9,469 images are 224 × 224 px, colour (RGB)"):
         assert text in html, text
     # Throughput is the whole model's, never the cached head's; no raw key dumps.

@@ -12,8 +12,10 @@ from scipy.stats import binomtest
 
 from imagenette_lab import plots
 from imagenette_lab import runrecord as rr
+from imagenette_lab.engine.precision import speed_flags
 from imagenette_lab.errors import UserError
 from imagenette_lab.report import build_report
+from imagenette_lab.report.describe import hardware_text
 from tests.report.fake_runs import (
     CLASSES,
     add_calibration_and_cams,
@@ -47,6 +49,19 @@ def test_write_and_read_run_record(tmp_path: Path) -> None:
     assert rec.settings.val_is_sample and rec.settings.val_full_size == 3925
     assert rec.dataset.is_imagenette and rec.complete and not rec.legacy
     assert rec.raw["metrics"] == {"accuracy": 0.9}
+    # Times mean little without the machine: the CPU's speed flags and this process's peak memory.
+    assert rec.hardware["cpu_flags"] == speed_flags() and rec.hardware["cpu"]
+    assert rec.raw["peak_rss_mib"]["process"] > 50  # this test process has torch loaded
+
+
+def test_cpu_text_names_the_feature_that_decides_speed() -> None:
+    assert hardware_text({"device": "cpu", "cpu_count": 2}) == "CPU (2 cores)"  # records before cpu_flags
+    amx = ["amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f", "fma"]
+    assert hardware_text({"device": "cpu", "cpu_count": 2, "cpu_flags": amx}) == "CPU (2 cores, AMX)"
+    assert hardware_text({"device": "cpu", "cpu_flags": ["avx2", "avx512f", "fma"]}) == "CPU (AVX-512, no bf16)"
+    assert hardware_text({"device": "cpu", "cpu_flags": []}) == "CPU (no AVX2)"
+    assert speed_flags({"sse4_2", "avx2", "fma", "amx_tile", "avx512vl", "bf16"}) == [
+        "amx_tile", "avx2", "avx512vl", "bf16", "fma"]
 
 
 def test_dataset_identity_comes_from_wnids_not_names() -> None:

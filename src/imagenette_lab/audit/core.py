@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from imagenette_lab.audit import embed, gallery, labels, odd, scan
 from imagenette_lab.data.classes import display_name
 from imagenette_lab.data.dataset import SplitIndex, check_root, find_classes, index_split
 from imagenette_lab.runrecord import RUN_JSON
-from imagenette_lab.utils import atomic_write_json, atomic_write_text, prepare_out_dir, write_run_json
+from imagenette_lab.utils import atomic_write_json, atomic_write_text, peak_rss_mib, prepare_out_dir, write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +55,9 @@ class AuditConfig:
     limits: odd.OddLimits = field(default_factory=odd.OddLimits)
 
 
-def _peak_rss_mb() -> dict[str, float]:
-    # ru_maxrss is in KiB on Linux; children = DataLoader workers (their largest, not their sum).
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"main": round(me, 1), "largest_worker": round(kids, 1)}
+def _peak_rss_mb() -> dict[str, float | None]:
+    # children = DataLoader workers (their largest, not their sum).
+    return {"main": peak_rss_mib(), "largest_worker": peak_rss_mib(children=True)}
 
 
 def index_dataset(root: Path, splits: list[str] | None) -> tuple[list[SplitIndex], pd.DataFrame, pd.DataFrame]:

@@ -158,6 +158,13 @@ def probe_cache_path() -> Path:
     return user_cache_base() / "precision.json"
 
 
+def speed_flags(flags: set[str] | None = None) -> list[str]:
+    """The flags that decide CPU training speed here (AMX, AVX-512, AVX2/FMA; aarch64 bf16), sorted:
+    what run records and benchmark results show beside their times."""
+    flags = cpu_flags() if flags is None else flags
+    return sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "fma")) or f == "bf16")
+
+
 def cpu_name() -> str:
     """The CPU's model name (for cache keys and benchmark records)."""
     for line in _read_cpuinfo().splitlines():

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 import torchvision
 from timm.data import resolve_data_config
 from torch import Tensor, nn

@@ -223,8 +223,14 @@ def _load_meta(run: Run) -> None:
                                                              ("finished", rec.finished)) if v is not None]
     if rec.wall_time_s is not None:
         rows.append(("wall time", fmt_seconds(rec.wall_time_s)))
-    for section in ("versions", "hardware"):
-        rows += [(f"{section}: {k}", fmt_number(v)) for k, v in flatten(getattr(rec, section))]
+    rss = rec.raw.get("peak_rss_mib")
+    if isinstance(rss, dict) and is_number(rss.get("process")):
+        w = rss.get("workers")
+        workers = f" (largest worker {w:,.0f} MiB)" if is_number(w) and w else ""
+        rows.append(("peak memory (RSS)", f"{rss['process']:,.0f} MiB{workers}"))
+    hw = {k: (" ".join(v) or "none") if isinstance(v, list) else v for k, v in rec.hardware.items()}
+    rows += [(f"versions: {k}", fmt_number(v)) for k, v in flatten(rec.versions)]
+    rows += [(f"hardware: {k}", fmt_number(v)) for k, v in flatten(hw)]
     run.meta_rows = rows
 
 

@@ -130,9 +130,21 @@ def hardware_text(hw: dict[str, Any]) -> str:
     if not dev:
         return ""
     if dev == "cpu":
-        cores = hw.get("cpu_count")
-        return f"CPU ({cores} cores)" if is_number(cores) else "CPU"
+        parts = [f"{hw['cpu_count']} cores"] if is_number(hw.get("cpu_count")) else []
+        if isinstance(hw.get("cpu_flags"), list):  # recorded since 2026-11-29
+            parts.append(simd_text(hw["cpu_flags"]))
+        return f"CPU ({', '.join(parts)})" if parts else "CPU"
     return dev.replace("cuda:0 ", "GPU ")
+
+
+def simd_text(flags: list[str]) -> str:
+    """The one CPU feature that most decides a time here (full list: the run metadata)."""
+    f = set(flags)
+    for flag, text in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512, no bf16"),
+                       ("bf16", "bf16"), ("avx2", "AVX2, no AVX-512")):
+        if flag in f:
+            return text
+    return "no AVX2"
 
 
 def short_settings(items: list[str]) -> list[str]:
