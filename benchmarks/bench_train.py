@@ -7,7 +7,7 @@ ours      imagenette-lab's path: uint8 tensor cache (data.cache) with batched cr
           finds it faster for this model), fused AdamW,
           the engine's own train_epoch loop; `ours_compile` adds torch.compile (train.compile);
           ablations: `ours_fp32` (no autocast), `ours_bf16` (bf16 autocast forced), `ours_folder` (PIL
-          decoding, 2 workers, no cache)
+          decoding, 2 workers, no cache), `ours_noreuse` (glibc's default heap: engine/fast.py)
 
 Both train the same initial weights on the same images in the same order with the same optimizer
 settings and LR schedule for the same number of steps; each variant runs in its own process (so
@@ -37,7 +37,7 @@ REAL = REPO.parent / "shared" / "data" / "imagenette2-224"
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))  # tests.helpers (generated data) when run from anywhere
 
-from benchmarks.common import cpu_info, peak_rss_mib, write_result  # noqa: E402
+from benchmarks.common import RssPeaks, cpu_info, peak_rss_mib, write_result  # noqa: E402
 
 
 def _index_order(root: Path, steps: int, batch: int, seed: int) -> list[int]:
@@ -80,6 +80,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     total_steps = args.warmup + args.steps
     stamps: list[float] = []
     info: dict = {"variant": variant}
+    rss = RssPeaks().start()  # until after the evaluation below
     t_setup = time.perf_counter()
     if variant == "baseline":
         import torchvision
@@ -105,7 +106,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     else:
         # Ablations: ours_fp32 = no autocast, ours_folder = PIL decoding with 2 workers instead of the cache.
         amp = {"ours_fp32": "off", "ours_bf16": "bf16"}.get(variant, args.amp)
-        info["reuse_freed_memory"] = reuse_freed_memory()  # as `train` does on a CPU
+        info["reuse_freed_memory"] = variant != "ours_noreuse" and reuse_freed_memory()  # as `train` does on a CPU
         dc = default_data_cfg(size)
         tf = train_transform(dc, "baseline", 0.08)  # the baseline's RandomResizedCrop scale
         if variant == "ours_folder":
@@ -152,6 +153,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     res = run_inference(model, vloader, device="cpu", amp="off", channels_last=False, desc="val")
     info["val_accuracy"] = float((res.outputs.argmax(1) == res.labels).float().mean())
     info["val_n"] = res.n
+    info["peak_rss_split_mib"] = rss.stop()  # heap vs file pages (libraries, the memory-mapped cache)
     info["peak_rss_mib"] = peak_rss_mib()  # this process, during training and eval
     info["peak_rss_children_mib"] = peak_rss_mib(children=True)  # the largest loader worker
     return info
@@ -177,9 +179,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
     p.add_argument("--variants", nargs="+", default=["baseline", "ours"],
-                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_bf16", "ours_folder"],
-                   help="ours_fp32 / ours_bf16 / ours_folder: ours without autocast / with bf16 forced / "
-                   "without the tensor cache (ablations)")
+                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_bf16", "ours_folder", "ours_noreuse"],
+                   help="ours_fp32 / ours_bf16 / ours_folder / ours_noreuse: ours without autocast / with bf16 "
+                   "forced / without the tensor cache / with glibc's default heap (ablations)")
     p.add_argument("--steps", type=int, default=300, help="timed optimizer steps per variant")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (also trained)")
     p.add_argument("--repeats", type=int, default=5, help="chunks of the timed steps; the median is reported")
@@ -221,7 +223,8 @@ def main() -> None:
         r["img_per_s_rounds"] = [x["img_per_s"] for x in runs]
         print(f"{v:13s} {r['img_per_s']:8.1f} img/s (rounds {r['img_per_s_rounds']}, repeats "
               f"{r['img_per_s_repeats']})  val acc {r['val_accuracy']:.4f} on {r['val_n']}  peak RSS "
-              f"{r['peak_rss_mib']:.0f} MiB (+ workers {r['peak_rss_children_mib']:.0f})"
+              f"{r['peak_rss_mib']:.0f} MiB (+ workers {r['peak_rss_children_mib']:.0f}; heap "
+              f"{r['peak_rss_split_mib'].get('RssAnon', '?')}, files {r['peak_rss_split_mib'].get('RssFile', '?')})"
               + (f"  cache {r['cache_bytes'] / 2**20:.0f} MiB ({r['cache_images']} images, ready in "
                  f"{r['cache_ready_s']}s)" if "cache_bytes" in r else ""), flush=True)
     base = results.get("baseline")

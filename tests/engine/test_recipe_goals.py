@@ -6,6 +6,8 @@ Measured on a 2-core CPU: exp2_scratch_cpu 0.854 in 52 min; exp3_transfer_cpu he
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from tests.helpers import REAL_224, require
 pytestmark = pytest.mark.slow
 
 
-def _run(recipe: str, out: Path) -> dict:
-    cfg = load_config(recipe, extra={"out_dir": str(out), "data": {"root": str(require(REAL_224))}})
+def _run(recipe: str, out: Path, **overrides) -> dict:
+    cfg = load_config(recipe, extra={"out_dir": str(out), "data": {"root": str(require(REAL_224))}, **overrides})
     meta = train(cfg)
     assert meta["status"] == "complete" and meta["n_train"] + meta["n_holdout"] == 9469 and meta["n_skipped"] == 0
     return meta
@@ -29,17 +31,25 @@ def test_exp2_scratch_cpu_reaches_085(tmp_path: Path) -> None:
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
 
 
+def _scratch_baseline_s(out: Path) -> float:
+    """exp2_scratch_cpu's wall time on this machine: IMAGENETTE_LAB_EXP2_BASELINE_S if set, else its
+    first epoch (training + evaluation, measured here, now) times its epochs. Setup and the final
+    evaluation are left out, so the estimate is low: it can only make the goal harder."""
+    if os.environ.get("IMAGENETTE_LAB_EXP2_BASELINE_S"):
+        return float(os.environ["IMAGENETTE_LAB_EXP2_BASELINE_S"])
+    _run("exp2_scratch_cpu", out, train={"epochs": 1})
+    first = json.loads((out / "exp2_scratch_cpu" / "history.jsonl").read_text().splitlines()[0])
+    return first["seconds"] * load_config("exp2_scratch_cpu").train.epochs
+
+
 def test_exp2_fast_cpu_reaches_085_in_half_the_time(tmp_path: Path) -> None:
     """exp2_fast_cpu (tensor cache + progressive resizing): >= .85 in at most half of exp2_scratch_cpu's wall
-    time. The default baseline, 74 min, is exp2_scratch_cpu with this engine on the 2-core AMX machine of
-    benchmarks/README.md (one full epoch x 20, measured 2026-11-28); set IMAGENETTE_LAB_EXP2_BASELINE_S on
-    another machine. Not met there yet: 46 min, 0.836."""
-    import os
-
+    time on the same machine. Not met yet: 2-core AMX Xeon 46 min, 0.836 (exp2_scratch_cpu ~74 min);
+    2-core AVX2 EPYC 54 min, 0.823 (~92 min): benchmarks/README.md."""
+    baseline_s = _scratch_baseline_s(tmp_path / "baseline")
     meta = _run("exp2_fast_cpu", tmp_path)
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
-    baseline_s = float(os.environ.get("IMAGENETTE_LAB_EXP2_BASELINE_S", 74 * 60))
-    assert meta["wall_time_s"] <= baseline_s / 2, meta["wall_time_s"]
+    assert meta["wall_time_s"] <= baseline_s / 2, (meta["wall_time_s"], baseline_s)
 
 
 def test_exp3_transfer_cpu_head_not_below_probe(tmp_path: Path) -> None:
