@@ -279,7 +279,8 @@ def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
         "hardware": hardware(),
-        # This process's peak (a resumed run: the last process only) and its largest finished child's.
+        # This process's peak (a resumed run: the last process only) and its largest finished child's
+        # (a forked DataLoader worker's counts the pages it shares with this process).
         "peak_rss_mib": {"process": peak_rss_mib(), "workers": peak_rss_mib(children=True)},
         **extra,
     }

@@ -225,9 +225,8 @@ def _load_meta(run: Run) -> None:
         rows.append(("wall time", fmt_seconds(rec.wall_time_s)))
     rss = rec.raw.get("peak_rss_mib")
     if isinstance(rss, dict) and is_number(rss.get("process")):
-        w = rss.get("workers")
-        workers = f" (largest worker {w:,.0f} MiB)" if is_number(w) and w else ""
-        rows.append(("peak memory (RSS)", f"{rss['process']:,.0f} MiB{workers}"))
+        # Not the workers': a forked worker's RSS counts the pages it shares with this process.
+        rows.append(("peak memory (RSS)", f"{rss['process']:,.0f} MiB"))
     hw = {k: (" ".join(v) or "none") if isinstance(v, list) else v for k, v in rec.hardware.items()}
     rows += [(f"versions: {k}", fmt_number(v)) for k, v in flatten(rec.versions)]
     rows += [(f"hardware: {k}", fmt_number(v)) for k, v in flatten(hw)]
