@@ -23,11 +23,13 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
 
     step()
     step()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        step()
-    per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-    assert per_step < 8000, per_step  # fresh pages every step would be ~32,800 faults of 4 KiB
+    windows = []  # the best of three windows: on a shared VM, one window now and then pays ~8-16k faults
+    for _ in range(3):  # per step (seen 1 run in 6) while the others pay ~1.6k: not what this checks
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            step()
+        windows.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+    assert min(windows) < 8000, windows  # fresh pages every step would be ~32,800 faults of 4 KiB
 
 
 def test_progressive_sizes_grow_to_the_train_size() -> None:
@@ -82,3 +84,56 @@ def test_global_pool_gradients_stay_channels_last() -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1))
     TrainTask(net, amp="off", device="cpu")  # CPU training switches them, as train runs it
     assert type(net[1]).__name__ == "_SumPool"
+
+
+def _graph(fn) -> str:  # type: ignore[no-untyped-def]
+    """The names of an autograd graph's nodes."""
+    return " ".join([fn.name()] + [_graph(f) for f, _ in fn.next_functions if f is not None])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_small_input_depthwise_grads_match_and_switch_by_shape(channels_last: bool) -> None:
+    """small_input_depthwise_grads: where a depthwise conv's input is smaller than its kernel (oneDNN's
+    weight gradient is 5-20x slower there), the same values and gradients through the tap sums;
+    everywhere else the plain Conv2d path."""
+    from imagenette_lab.engine.fast import small_input_depthwise_grads
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for c, h, k, s, bias in [(6, 3, 5, 1, False), (6, 4, 5, 2, True), (4, 2, 3, 1, False), (4, 7, 5, 1, False)]:
+        torch.manual_seed(0)
+        plain = torch.nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=bias).to(memory_format=fmt)
+        fast = torch.nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=bias).to(memory_format=fmt)
+        fast.load_state_dict(plain.state_dict())
+        keys = list(fast.state_dict())
+        assert small_input_depthwise_grads(fast) == 1 and small_input_depthwise_grads(fast) == 0
+        assert list(fast.state_dict()) == keys
+        x = torch.randn(3, c, h, h).contiguous(memory_format=fmt)
+        outs = []
+        for m in (plain, fast):
+            xi = x.clone().requires_grad_()
+            y = m(xi)
+            y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+            outs.append((y.detach(), xi.grad, *(p.grad for p in m.parameters()), y.grad_fn))
+        for a, b in zip(outs[0][:-1], outs[1][:-1]):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        assert ("SmallInputDepthwise" in _graph(outs[1][-1])) == (h < k), (h, k, _graph(outs[1][-1]))
+        assert "SmallInputDepthwise" not in _graph(outs[0][-1])  # without the switch: oneDNN's backward
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), plain(x))
+
+
+def test_train_task_switches_small_input_depthwise_convs_under_both_precisions() -> None:
+    from imagenette_lab.engine.task import TrainTask
+
+    for amp in ("off", "bf16"):
+        net, ref = (torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 5, padding=2, groups=8),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()) for _ in range(2))
+        ref.load_state_dict(net.state_dict())
+        task = TrainTask(net, amp=amp, device="cpu")
+        assert type(net[0]) is torch.nn.Conv2d and "SmallInputDepthwise" in str(type(net[1]).__mro__)
+        x, t = torch.randn(2, 3, 3, 3), torch.tensor([1, 2])
+        task(x, t)[0].backward()  # under bf16: fp32_depthwise runs the switched conv in fp32
+        if amp == "off":
+            torch.nn.functional.cross_entropy(ref(x), t).backward()
+            torch.testing.assert_close(net[1].weight.grad, ref[1].weight.grad)
+        assert net[1].weight.grad is not None and net[1].weight.grad.isfinite().all()

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagenette_lab.engine.fast import channels_last_pool_grads
+from imagenette_lab.engine.fast import channels_last_pool_grads, small_input_depthwise_grads
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -205,9 +205,9 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v3: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients),
-    # in alternating rounds; answers of earlier probes are re-measured
-    key = "|".join([cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v3",
+    # probe=v4: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients,
+    # small-input depthwise weight gradients), in alternating rounds; earlier probes' answers are re-measured
+    key = "|".join([cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v4",
                     f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
@@ -219,6 +219,7 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
         with torch.random.fork_rng(devices=[]):  # dropout/drop-path in the probe must not shift the run's RNG
             torch.manual_seed(0)
             m = copy.deepcopy(model).train()
+            small_input_depthwise_grads(m)  # as TrainTask runs it on a CPU (before fp32_depthwise wraps it)
             fp32_depthwise(m)  # as TrainTask runs it in bf16 (a no-op in fp32)
             channels_last_pool_grads(m)  # as TrainTask runs it on a CPU
             for p in m.parameters():
