@@ -128,14 +128,14 @@ class _SmallInputDepthwiseFn(torch.autograd.Function):
 
 class _SmallInputDepthwise(nn.Conv2d):
     """A depthwise Conv2d that trains through `_SmallInputDepthwiseFn` when its input is smaller than
-    its kernel (eager fp32 CPU autograd only; everything else is the plain Conv2d forward)."""
+    its kernel (fp32 CPU training only; eval mode and everything else is the plain Conv2d forward)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
-        if ((x.shape[-2] < kh or x.shape[-1] < kw) and x.device.type == "cpu" and torch.is_grad_enabled()
-                and self.weight.requires_grad and x.dtype == self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and self.padding_mode == "zeros"
-                and not isinstance(self.padding, str)):
+        if ((x.shape[-2] < kh or x.shape[-1] < kw) and self.training and x.device.type == "cpu"
+                and torch.is_grad_enabled() and self.weight.requires_grad
+                and x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str)):
             y = _SmallInputDepthwiseFn.apply(x, self.weight, self.stride, self.padding, self.dilation)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         return super().forward(x)
