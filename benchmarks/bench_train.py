@@ -179,7 +179,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
     p.add_argument("--variants", nargs="+", default=["baseline", "ours"],
-                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_bf16", "ours_folder", "ours_noreuse"],
+                   choices=["baseline", "ours", "ours_compile", "ours_fp32", "ours_bf16", "ours_folder",
+                            "ours_noreuse"],
                    help="ours_fp32 / ours_bf16 / ours_folder / ours_noreuse: ours without autocast / with bf16 "
                    "forced / without the tensor cache / with glibc's default heap (ablations)")
     p.add_argument("--steps", type=int, default=300, help="timed optimizer steps per variant")

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from imagenette_lab.utils import peak_rss_mib  # noqa: F401 - the scripts' one peak-RSS reading
+
 
 def cpu_info() -> dict:
     """Model name, cores, the SIMD/AMX flags that decide bf16 speed, torch version and threads."""
@@ -20,13 +22,6 @@ def cpu_info() -> dict:
             "flags": speed_flags(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()),
             "platform": platform.platform()}
-
-
-def peak_rss_mib(children: bool = False) -> float:
-    """Peak resident memory (MiB) of this process, or of its largest finished child process."""
-    from imagenette_lab.utils import peak_rss_mib as peak
-
-    return peak(children)
 
 
 class RssPeaks:
