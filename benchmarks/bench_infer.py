@@ -11,8 +11,9 @@ onnx      the same fp32 model exported as `imagenette-lab export` does (torch.on
 For each model: the same preprocessed val images for both; `--warmup` batches discarded, then the
 median img/s of `--repeats` timed passes; top-1 agreement of ours with the fp32 baseline on those
 images (goal >= 99 %); achieved GFLOP/s (FLOPs per image from torch.utils.flop_counter.FlopCounterMode
-x img/s) beside this machine's measured matmul GFLOP/s in fp32 and bf16, i.e. the distance to the
-hardware limit. Models without offline ImageNet weights run with random weights (marked in the JSON;
+x img/s) beside this machine's measured GFLOP/s of a large product in fp32 and bf16 (torch.matmul and a
+oneDNN 1x1 convolution), i.e. the distance to the hardware limit. Baseline and modes take turns pass by
+pass (the machine drifts). Models without offline ImageNet weights run with random weights (marked in the JSON;
 their agreement is then a weaker check).
 
     python benchmarks/bench_infer.py --quick
@@ -36,18 +37,27 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import cpu_info, peak_rss_mib, write_result  # noqa: E402
 
 
-def matmul_gflops(dtype, n: int, repeats: int) -> float:
+def peak_gflops(dtype, n: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of an n x n x n product two ways: torch.matmul (MKL on x86) and a 1x1 convolution over n
+    channels_last pixels (oneDNN, which runs the models' convolutions); the larger is the limit to
+    compare with (fp32 on a 2-core AVX2 EPYC: 125-165 GFLOP/s either way, drifting with the host)."""
     import torch
+    import torch.nn.functional as F
 
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    x = torch.randn(1, n, n // 32, 32).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(n, n, 1, 1).to(dtype)
+    out = {}
+    for name, fn in (("matmul", lambda: a @ b), ("conv1x1", lambda: F.conv2d(x, w))):
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[name] = round(2 * n**3 / statistics.median(times) / 1e9, 1)
+    return out
 
 
 def load_images(root: Path, n: int, size: int = 224):
@@ -102,20 +112,25 @@ def onnx_model(model, tmp: Path):
     return OnnxClassifier(path)
 
 
-def timed(fn, x, batch: int, warmup: int, repeats: int) -> tuple[float, list[float]]:
+def interleaved(fns: dict, x, batch: int, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """img/s of each of `fns` per pass over `x`, the passes taken in turn (baseline, mode 1, ...,
+    baseline, ...): this shared machine's speed drifts by up to a third within minutes, and timing one
+    after the other would hand that drift to the ratio."""
     import torch
 
     batches = [x[i: i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
+    rates: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
-        for b in batches[:warmup]:
-            fn(b)
-        rates = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for b in batches:
+        for fn in fns.values():
+            for b in batches[:warmup]:
                 fn(b)
-            rates.append(sum(len(b) for b in batches) / (time.perf_counter() - t))
-    return statistics.median(rates), rates
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                t = time.perf_counter()
+                for b in batches:
+                    fn(b)
+                rates[k].append(sum(len(b) for b in batches) / (time.perf_counter() - t))
+    return rates
 
 
 def bench_model(name: str, x, args) -> dict:
@@ -131,35 +146,36 @@ def bench_model(name: str, x, args) -> dict:
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x[:1])
     flops = fc.get_total_flops()  # per image (counts 2 FLOPs per multiply-add)
-    base_rate, base_reps = timed(lambda b: model(b), x, args.batch_size, args.warmup, args.repeats)
     with torch.inference_mode():
         ref = torch.cat([model(x[i: i + 32]).argmax(1) for i in range(0, len(x), 32)])
     fast = ours_model(model, args.compile)
     ort_model = onnx_model(model, Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))) if "onnx" in args.modes else None
+
+    def ours(b, mode):
+        if mode == "onnx":
+            return ort_model(b)
+        b = b.contiguous(memory_format=torch.channels_last)
+        if mode == "bf16_autocast" and dtype is not None:
+            with torch.autocast("cpu", dtype=dtype):
+                return fast(b)
+        # bf16_fpmath: fp32 tensors, oneDNN's implicit bf16 math in conv/matmul (closer to fp32)
+        old = torch.backends.mkldnn.fp32_precision
+        torch.backends.mkldnn.fp32_precision = "bf16" if mode == "bf16_fpmath" else old
+        try:
+            return fast(b)
+        finally:
+            torch.backends.mkldnn.fp32_precision = old
+
+    fns = {"baseline": lambda b: model(b)} | {m: (lambda b, m=m: ours(b, m)) for m in args.modes}
+    rates = interleaved(fns, x, args.batch_size, args.warmup, args.repeats)
+    base_rate, base_reps = statistics.median(rates["baseline"]), rates["baseline"]
     r = {"weights": weights, "gflop_per_image": round(flops / 1e9, 3), "n_images": len(x),
          "baseline_img_per_s": round(base_rate, 2), "baseline_repeats": [round(v, 2) for v in base_reps],
          "baseline_gflops": round(flops * base_rate / 1e9, 1), "ours": {}}
-    # Two bf16 modes: autocast (bf16 activations, fastest) and fp32 tensors with oneDNN's implicit bf16
-    # math in conv/matmul (fp32 activations between layers: closer to fp32, ~100 % agreement).
     for mode in args.modes:
-        def ours(b, mode=mode):
-            if mode == "onnx":
-                return ort_model(b)
-            b = b.contiguous(memory_format=torch.channels_last)
-            if mode == "bf16_autocast" and dtype is not None:
-                with torch.autocast("cpu", dtype=dtype):
-                    return fast(b)
-            return fast(b)
-
-        old = torch.backends.mkldnn.fp32_precision
-        if mode == "bf16_fpmath":
-            torch.backends.mkldnn.fp32_precision = "bf16"
-        try:
-            rate, reps = timed(ours, x, args.batch_size, args.warmup, args.repeats)
-            with torch.inference_mode():
-                got = torch.cat([ours(x[i: i + 32]).float().argmax(1) for i in range(0, len(x), 32)])
-        finally:
-            torch.backends.mkldnn.fp32_precision = old
+        rate, reps = statistics.median(rates[mode]), rates[mode]
+        with torch.inference_mode():
+            got = torch.cat([ours(x[i: i + 32], mode).float().argmax(1) for i in range(0, len(x), 32)])
         agree = float((ref == got).float().mean())
         # Which precision actually ran: under `--amp auto` a CPU without native bf16 runs fp32.
         precision = {"onnx": "fp32 (onnxruntime)", "bf16_fpmath": "fp32 tensors, bf16 conv/matmul math",
@@ -202,12 +218,12 @@ def main() -> None:
                             bad_files=False)
         print(f"no real data: generated {root}")
     x = load_images(root, args.images)
-    peak = {"fp32": round(matmul_gflops(torch.float32, args.matmul_n, 5), 1),
-            "bf16": round(matmul_gflops(torch.bfloat16, args.matmul_n, 5), 1)}
-    print(f"matmul {args.matmul_n}^2: fp32 {peak['fp32']} GFLOP/s, bf16 {peak['bf16']} GFLOP/s "
+    peak = {"fp32": peak_gflops(torch.float32, args.matmul_n, 5), "bf16": peak_gflops(torch.bfloat16, args.matmul_n, 5)}
+    print(f"{args.matmul_n}^3 product, GFLOP/s (torch.matmul / oneDNN 1x1 conv): fp32 {peak['fp32']['matmul']} / "
+          f"{peak['fp32']['conv1x1']}, bf16 {peak['bf16']['matmul']} / {peak['bf16']['conv1x1']} "
           f"({torch.get_num_threads()} threads)")
     results = {name: bench_model(name, x, args) for name in args.models}
-    path = write_result(args.out, "bench_infer", {"args": vars(args), "cpu": cpu_info(), "matmul_gflops": peak,
+    path = write_result(args.out, "bench_infer", {"args": vars(args), "cpu": cpu_info(), "peak_gflops": peak,
                                                   "results": results, "peak_rss_mib": peak_rss_mib()})
     print(f"peak RSS {peak_rss_mib():.0f} MiB; details: {path}")
 

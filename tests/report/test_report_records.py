@@ -60,6 +60,9 @@ def test_cpu_text_names_the_feature_that_decides_speed() -> None:
     assert hardware_text({"device": "cpu", "cpu_count": 2, "cpu_flags": amx}) == "CPU (2 cores, AMX)"
     assert hardware_text({"device": "cpu", "cpu_flags": ["avx2", "avx512f", "fma"]}) == "CPU (AVX-512, no bf16)"
     assert hardware_text({"device": "cpu", "cpu_flags": []}) == "CPU (no AVX2)"
+    arm = {"device": "cpu", "platform": "Linux-6.8.0-aarch64-with-glibc2.39"}
+    assert hardware_text({**arm, "cpu_flags": ["bf16"]}) == "CPU (Arm, bf16)"
+    assert hardware_text({**arm, "cpu_flags": []}) == "CPU (Arm, no bf16)"
     assert speed_flags({"sse4_2", "avx2", "fma", "amx_tile", "avx512vl", "bf16"}) == [
         "amx_tile", "avx2", "avx512vl", "bf16", "fma"]
 

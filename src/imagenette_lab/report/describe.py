@@ -132,16 +132,18 @@ def hardware_text(hw: dict[str, Any]) -> str:
     if dev == "cpu":
         parts = [f"{hw['cpu_count']} cores"] if is_number(hw.get("cpu_count")) else []
         if isinstance(hw.get("cpu_flags"), list):  # recorded since 2026-11-29
-            parts.append(simd_text(hw["cpu_flags"]))
+            parts.append(simd_text(hw["cpu_flags"], str(hw.get("platform") or "")))
         return f"CPU ({', '.join(parts)})" if parts else "CPU"
     return dev.replace("cuda:0 ", "GPU ")
 
 
-def simd_text(flags: list[str]) -> str:
+def simd_text(flags: list[str], platform: str = "") -> str:
     """The one CPU feature that most decides a time here (full list: the run metadata)."""
     f = set(flags)
+    if "aarch64" in platform or "arm64" in platform:
+        return "Arm, bf16" if "bf16" in f else "Arm, no bf16"
     for flag, text in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512, no bf16"),
-                       ("bf16", "bf16"), ("avx2", "AVX2, no AVX-512")):
+                       ("avx2", "AVX2, no AVX-512")):
         if flag in f:
             return text
     return "no AVX2"
