@@ -137,3 +137,63 @@ def test_train_task_switches_small_input_depthwise_convs_under_both_precisions()
             torch.nn.functional.cross_entropy(ref(x), t).backward()
             torch.testing.assert_close(net[1].weight.grad, ref[1].weight.grad)
         assert net[1].weight.grad is not None and net[1].weight.grad.isfinite().all()
+
+
+def _saved_bytes(fn) -> int:  # type: ignore[no-untyped-def]
+    """Bytes of the tensors autograd keeps for backward while `fn()` runs (each storage once)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_bn_silu_matches_the_pair_and_keeps_less(channels_last: bool) -> None:
+    """fused_bn_silu: the same outputs, gradients and running statistics as BatchNorm2d + SiLU (in
+    place, as torchvision builds them) in training and eval, one activation less kept for backward."""
+    from imagenette_lab.engine.fast import fused_bn_silu
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for momentum in (0.1, None):
+        torch.manual_seed(0)
+        plain, fast = (torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, bias=False), torch.nn.BatchNorm2d(6, momentum=momentum),
+                                           torch.nn.SiLU(inplace=True)).to(memory_format=fmt) for _ in range(2))
+        with torch.no_grad():
+            plain[1].weight.uniform_(0.5, 1.5), plain[1].bias.uniform_(-1, 1)
+        fast.load_state_dict(plain.state_dict())
+        keys = list(fast.state_dict())
+        assert fused_bn_silu(fast) == 1 and fused_bn_silu(fast) == 0
+        assert type(fast[2]) is torch.nn.Identity and list(fast.state_dict()) == keys
+        x = torch.randn(4, 3, 9, 9).contiguous(memory_format=fmt)
+        outs, kept = [], []
+        for m in (plain, fast):
+            for _ in range(2):  # two steps: running statistics and num_batches_tracked move alike
+                m.zero_grad()
+                y = m(x)
+                y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+            kept.append(_saved_bytes(lambda m=m: m(x)))
+            outs.append((y.detach(), *(p.grad for p in m.parameters()), *m[1].buffers(), y.grad_fn))
+        for a, b in zip(outs[0][:-1], outs[1][:-1]):  # gradients are sums over 196 pixels, in another order
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+        assert "BatchNormSiLU" in _graph(outs[1][-1]) and "BatchNormSiLU" not in _graph(outs[0][-1])
+        assert outs[1][0].is_contiguous(memory_format=fmt) and fast[0].weight.grad.is_contiguous(memory_format=fmt)
+        # kept: conv input + weight, BN input + statistics; the pair also keeps SiLU's input (4*6*7*7 floats)
+        assert kept[0] - kept[1] >= 4 * 6 * 7 * 7 * 4, kept
+        plain.eval(), fast.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), plain(x))
+
+
+def test_train_task_fuses_bn_silu_of_efficientnet() -> None:
+    from imagenette_lab.engine.task import TrainTask
+    from imagenette_lab.models.factory import create_classifier
+
+    net = create_classifier("efficientnet_b0", 10, head="linear")
+    TrainTask(net, amp="off", device="cpu")
+    names = [type(m).__name__ for m in net.modules()]
+    assert names.count("_BatchNormSiLU") == 33 and "SiLU" in names  # the SE blocks' SiLU has no BatchNorm

@@ -158,3 +158,61 @@ def small_input_depthwise_grads(model: nn.Module) -> int:
             m.__class__ = _SmallInputDepthwise
             n += 1
     return n
+
+
+class _BatchNormSiLUFn(torch.autograd.Function):
+    """silu(batch_norm(x)) in training mode, keeping only x for backward: the normalised tensor is
+    recomputed there (one multiply-add pass) instead of kept, which an in-place SiLU does by copy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):  # type: ignore[override]
+        y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)[:3]
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return F.silu(y, inplace=True)  # y is this function's own tensor
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        scale = invstd * weight
+        z = torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+        gz = torch.ops.aten.silu_backward(grad, z, grad_input=z)  # elementwise, so in place is safe
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(gz, x, weight, None, None, mean, invstd, True, ctx.eps,
+                                                                list(ctx.needs_input_grad[:3]))
+        return gx, gw, gb, None, None, None, None
+
+
+class _BatchNormSiLU(nn.BatchNorm2d):
+    """BatchNorm2d followed by SiLU (whose own module became an Identity); trains through
+    `_BatchNormSiLUFn` in fp32 on a CPU, and is the plain pair everywhere else."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.training and torch.is_grad_enabled() and self.affine and self.running_mean is not None
+                and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and x.dim() == 4):
+            self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            return _BatchNormSiLUFn.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                          momentum, self.eps)
+        return F.silu(super().forward(x))
+
+
+def fused_bn_silu(model: nn.Module) -> int:
+    """Make `model`'s BatchNorm2d -> SiLU pairs (adjacent in an nn.Sequential, as in torchvision's
+    Conv2dNormActivation) keep one activation for backward instead of two.
+
+    Autograd keeps BatchNorm's input and, for an in-place SiLU, a copy of its input; recomputing the
+    latter from the former costs about what the copy did. Measured on a 2-core AVX2 EPYC, fp32
+    EfficientNet-B0 (torchvision), 128 px, batch 64: peak RSS 3,105 -> 2,825 MiB, 46.9 vs 46.5 img/s
+    (interleaved, within noise). Classes change in place (the SiLU becomes an Identity): parameters
+    and state_dict unchanged. Returns how many pairs were switched.
+    """
+    n = 0
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            kids = list(seq.children())
+            for bn, act in zip(kids, kids[1:]):
+                if type(bn) is nn.BatchNorm2d and type(act) is nn.SiLU:
+                    bn.__class__, act.__class__ = _BatchNormSiLU, nn.Identity
+                    n += 1
+    return n

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagenette_lab.engine.fast import channels_last_pool_grads, small_input_depthwise_grads
+from imagenette_lab.engine.fast import channels_last_pool_grads, fused_bn_silu, small_input_depthwise_grads
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -205,9 +205,10 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v4: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients,
-    # small-input depthwise weight gradients), in alternating rounds; earlier probes' answers are re-measured
-    key = "|".join([cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v4",
+    # probe=v5: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients,
+    # small-input depthwise weight gradients, fused BatchNorm + SiLU in fp32), in alternating rounds;
+    # earlier probes' answers are re-measured
+    key = "|".join([cpu_name(), torch.__version__, name, "x".join(map(str, shape)), "probe=v5",
                     f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
@@ -220,6 +221,7 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
             torch.manual_seed(0)
             m = copy.deepcopy(model).train()
             small_input_depthwise_grads(m)  # as TrainTask runs it on a CPU (before fp32_depthwise wraps it)
+            fused_bn_silu(m)  # as TrainTask runs it on a CPU (fp32 steps only)
             fp32_depthwise(m)  # as TrainTask runs it in bf16 (a no-op in fp32)
             channels_last_pool_grads(m)  # as TrainTask runs it on a CPU
             for p in m.parameters():
