@@ -155,7 +155,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     info["val_n"] = res.n
     info["peak_rss_split_mib"] = rss.stop()  # heap vs file pages (libraries, the memory-mapped cache)
     info["peak_rss_mib"] = peak_rss_mib()  # this process, during training and eval
-    info["peak_rss_children_mib"] = peak_rss_mib(children=True)  # the largest loader worker
+    info["peak_rss_children_mib"] = peak_rss_mib(children=True)  # largest loader worker, an upper bound (utils)
     return info
 
 
@@ -224,8 +224,9 @@ def main() -> None:
         r["img_per_s_rounds"] = [x["img_per_s"] for x in runs]
         print(f"{v:13s} {r['img_per_s']:8.1f} img/s (rounds {r['img_per_s_rounds']}, repeats "
               f"{r['img_per_s_repeats']})  val acc {r['val_accuracy']:.4f} on {r['val_n']}  peak RSS "
-              f"{r['peak_rss_mib']:.0f} MiB (+ workers {r['peak_rss_children_mib']:.0f}; heap "
-              f"{r['peak_rss_split_mib'].get('RssAnon', '?')}, files {r['peak_rss_split_mib'].get('RssFile', '?')})"
+              f"{r['peak_rss_mib']:.0f} MiB (heap {r['peak_rss_split_mib'].get('RssAnon', '?')}, files "
+              f"{r['peak_rss_split_mib'].get('RssFile', '?')}; largest child {r['peak_rss_children_mib']:.0f}, "
+              "its pages shared with the parent included)"
               + (f"  cache {r['cache_bytes'] / 2**20:.0f} MiB ({r['cache_images']} images, ready in "
                  f"{r['cache_ready_s']}s)" if "cache_bytes" in r else ""), flush=True)
     base = results.get("baseline")

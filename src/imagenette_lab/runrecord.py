@@ -25,7 +25,7 @@ calibration.json, reliability.png, gradcam_grid.png, top_losses_cam.png.
 
 run.json, format version 1 (`format_version`): kind, name, role (exp1/exp2/exp3 or null), stage (the
 `reproduce` stage or null), status, started, finished, wall_time_s, versions, hardware (device, cpu,
-cpu_flags, cpu_count, torch_threads, platform), peak_rss_mib {process, workers}, and
+cpu_flags, cpu_count, torch_threads, platform), peak_rss_mib {process}, and
 `model` {name, display, pretrained, weights, weights_file, weights_source, frozen_base},
 `settings` {img_size, epochs, epochs_run, train_per_class, n_train, n_val, val_split,
 val_is_sample, val_full_size, selection, feature_cache}, `dataset` {root, classes, n_classes,
@@ -281,7 +281,7 @@ def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *,
         "hardware": hardware(),
         # This process's peak (a resumed run: the last process only) and its largest finished child's
         # (a forked DataLoader worker's counts the pages it shares with this process).
-        "peak_rss_mib": {"process": peak_rss_mib(), "workers": peak_rss_mib(children=True)},
+        "peak_rss_mib": {"process": peak_rss_mib()},  # not children: see utils.peak_rss_mib
         **extra,
     }
     atomic_write_json(Path(out_dir) / RUN_JSON, meta)

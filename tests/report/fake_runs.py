@@ -51,7 +51,7 @@ def run_json(d: Path, kind: str, name: str, **extra) -> None:
         "wall_time_s": 600.5,
         "versions": {"python": "3.11.9", "torch": "2.14.1", "imagenette_lab": "0.1.0"},
         "hardware": {"device": "cpu", "cpu_count": 2, "cpu_flags": ["avx2", "fma"]},
-        "peak_rss_mib": {"process": 3942.4, "workers": 0.0},
+        "peak_rss_mib": {"process": 3942.4},
         **extra,
     }
     (d / "run.json").write_text(json.dumps(meta, indent=2))

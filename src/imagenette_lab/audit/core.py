@@ -56,8 +56,7 @@ class AuditConfig:
 
 
 def _peak_rss_mb() -> dict[str, float | None]:
-    # children = DataLoader workers (their largest, not their sum).
-    return {"main": peak_rss_mib(), "largest_worker": peak_rss_mib(children=True)}
+    return {"main": peak_rss_mib()}  # not children: see utils.peak_rss_mib
 
 
 def index_dataset(root: Path, splits: list[str] | None) -> tuple[list[SplitIndex], pd.DataFrame, pd.DataFrame]:
