@@ -158,9 +158,11 @@ def bench_model(name: str, x, args) -> dict:
         if mode == "bf16_autocast" and dtype is not None:
             with torch.autocast("cpu", dtype=dtype):
                 return fast(b)
-        # bf16_fpmath: fp32 tensors, oneDNN's implicit bf16 math in conv/matmul (closer to fp32)
+        if mode != "bf16_fpmath":
+            return fast(b)
+        # fp32 tensors, oneDNN's implicit bf16 math in conv/matmul (closer to fp32)
         old = torch.backends.mkldnn.fp32_precision
-        torch.backends.mkldnn.fp32_precision = "bf16" if mode == "bf16_fpmath" else old
+        torch.backends.mkldnn.fp32_precision = "bf16"
         try:
             return fast(b)
         finally:
@@ -218,7 +220,8 @@ def main() -> None:
                             bad_files=False)
         print(f"no real data: generated {root}")
     x = load_images(root, args.images)
-    peak = {"fp32": peak_gflops(torch.float32, args.matmul_n, 5), "bf16": peak_gflops(torch.bfloat16, args.matmul_n, 5)}
+    peak = {"fp32": peak_gflops(torch.float32, args.matmul_n, 5),
+            "bf16": peak_gflops(torch.bfloat16, args.matmul_n, 5)}
     print(f"{args.matmul_n}^3 product, GFLOP/s (torch.matmul / oneDNN 1x1 conv): fp32 {peak['fp32']['matmul']} / "
           f"{peak['fp32']['conv1x1']}, bf16 {peak['bf16']['matmul']} / {peak['bf16']['conv1x1']} "
           f"({torch.get_num_threads()} threads)")

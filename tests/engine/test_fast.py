@@ -161,7 +161,8 @@ def test_fused_bn_silu_matches_the_pair_and_keeps_less(channels_last: bool) -> N
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for momentum in (0.1, None):
         torch.manual_seed(0)
-        plain, fast = (torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, bias=False), torch.nn.BatchNorm2d(6, momentum=momentum),
+        plain, fast = (torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, bias=False),
+                                           torch.nn.BatchNorm2d(6, momentum=momentum),
                                            torch.nn.SiLU(inplace=True)).to(memory_format=fmt) for _ in range(2))
         with torch.no_grad():
             plain[1].weight.uniform_(0.5, 1.5), plain[1].bias.uniform_(-1, 1)

@@ -216,3 +216,11 @@ def fused_bn_silu(model: nn.Module) -> int:
                     bn.__class__, act.__class__ = _BatchNormSiLU, nn.Identity
                     n += 1
     return n
+
+
+def cpu_training_rewrites(model: nn.Module) -> None:
+    """The rewrites above, as CPU training (engine/task.py) and the bf16 probe (engine/precision.py)
+    both apply them: each takes effect per call, so they are safe under either precision."""
+    channels_last_pool_grads(model)  # SE blocks' mixed-layout gradient adds
+    small_input_depthwise_grads(model)  # oneDNN's slow weight gradient there
+    fused_bn_silu(model)  # one tensor kept per BatchNorm + SiLU instead of two (fp32 only)

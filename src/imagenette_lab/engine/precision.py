@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagenette_lab.engine.fast import channels_last_pool_grads, fused_bn_silu, small_input_depthwise_grads
+from imagenette_lab.engine.fast import cpu_training_rewrites
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -220,10 +220,8 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
         with torch.random.fork_rng(devices=[]):  # dropout/drop-path in the probe must not shift the run's RNG
             torch.manual_seed(0)
             m = copy.deepcopy(model).train()
-            small_input_depthwise_grads(m)  # as TrainTask runs it on a CPU (before fp32_depthwise wraps it)
-            fused_bn_silu(m)  # as TrainTask runs it on a CPU (fp32 steps only)
+            cpu_training_rewrites(m)  # as TrainTask runs it on a CPU (before fp32_depthwise wraps convs)
             fp32_depthwise(m)  # as TrainTask runs it in bf16 (a no-op in fp32)
-            channels_last_pool_grads(m)  # as TrainTask runs it on a CPU
             for p in m.parameters():
                 p.requires_grad_(True)
             x = torch.randn(shape)

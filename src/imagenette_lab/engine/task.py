@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from imagenette_lab.engine.evaluate import amp_dtype, autocast_context
-from imagenette_lab.engine.fast import channels_last_pool_grads, fused_bn_silu, small_input_depthwise_grads
+from imagenette_lab.engine.fast import cpu_training_rewrites
 from imagenette_lab.engine.optim import loss_fn
 from imagenette_lab.engine.precision import fp32_depthwise
 
@@ -29,9 +29,7 @@ class TrainTask(nn.Module):
         self.device = torch.device(device)
         self.label_smoothing = label_smoothing
         if not cached and self.device.type == "cpu":
-            channels_last_pool_grads(model)  # SE blocks' mixed-layout gradient adds: engine/fast.py
-            small_input_depthwise_grads(model)  # oneDNN's slow weight gradient there: engine/fast.py
-            fused_bn_silu(model)  # one tensor kept per BatchNorm + SiLU instead of two: engine/fast.py
+            cpu_training_rewrites(model)  # engine/fast.py
             if amp_dtype(self.device, amp) is torch.bfloat16:
                 fp32_depthwise(model)  # oneDNN's bf16 depthwise backward is slow: engine/precision.py
 
