@@ -1,6 +1,6 @@
 """Experiment tracking: per-epoch metrics to TensorBoard and/or MLflow, chosen with `train.loggers`.
 
-csv/jsonl (history.csv/.jsonl, the default) are written by the trainer itself; this module adds
+csv/jsonl (history.csv/.jsonl, the default): `write_history`, after every epoch; this module also has
 - tensorboard: `torch.utils.tensorboard` event files in `<run>/tensorboard/` (`tensorboard --logdir runs`);
 - mlflow: one MLflow run per training run (`train.mlflow_uri`, `train.mlflow_experiment`): the
   config as params, every epoch's metrics (step = epoch), the final evaluation, and the run's files
@@ -23,11 +23,28 @@ from urllib.parse import urlparse
 
 from imagenette_lab.config import RunConfig
 from imagenette_lab.errors import UserError
-from imagenette_lab.utils import atomic_write_json
+from imagenette_lab import runrecord as rr
+from imagenette_lab.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "history.csv", "history.jsonl", "curves.png", "run.json")
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]], loggers: list[str],
+                  plot_title: str | None = None) -> None:
+    """history.jsonl / history.csv (each if in `loggers`, written whole and atomically), and curves.png
+    when `plot_title` is given."""
+    if "jsonl" in loggers:
+        atomic_write_text(run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in history))
+    if "csv" in loggers:
+        import pandas as pd
+
+        atomic_write_text(run_dir / rr.HISTORY_CSV, pd.DataFrame(history).to_csv(index=False))
+    if plot_title is not None:
+        from imagenette_lab.plots import plot_history
+
+        plot_history(history, run_dir / rr.CURVES, title=plot_title)
 
 
 def _numbers(row: dict[str, Any]) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """The end of a training run: the selected checkpoint scored on val (-> <run>/eval/) and on the holdout
-slice (-> <run>/holdout/), calibration, Grad-CAM and the head-vs-probe paired test.
+slice (-> <run>/holdout/), calibration, Grad-CAM, the head-vs-probe paired test, and run.json's fields.
 
 A mixin of `engine.train.Trainer` (it reads the trainer's model, indexes and selection state), kept
 apart so train.py reads in one sitting.
@@ -15,6 +15,7 @@ from imagenette_lab.data.transforms import eval_transform
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine import selection as sel
 from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, load_checkpoint, load_model_state
+from imagenette_lab.engine.plan import plan_stages
 
 log = logging.getLogger("imagenette_lab.engine.train")  # one logger for the whole run's lines
 
@@ -62,3 +63,28 @@ class FinalEval:
                      cmp["probe_accuracy"], cmp["head_only_correct"], cmp["probe_only_correct"],
                      "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
         return metrics
+
+    def run_summary(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """run.json's fields of this training run (the caller adds run_dir and resumed)."""
+        summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
+        rows = [r for r in self.history if r.get("images_per_s")]
+        selection = sel.selection_record(self.best, self.rule, len(self.holdout_pos))
+        return {
+            "metrics": summary,
+            "metrics_ci": {k: v for k, v in (metrics.get("ci") or {}).items() if k in summary},
+            "monitor": self.best,
+            "best_epoch": self.best["epoch"],
+            "selection": selection,
+            "epochs_run": self.epoch,
+            "stages": [s.__dict__ for s in plan_stages(self.cfg)],
+            "images_per_s": round(sum(r["images_per_s"] for r in rows) / len(rows), 2) if rows else None,
+            "eval_images_per_s": metrics.get("eval_images_per_s"),
+            "train_seconds": round(sum(r["seconds"] for r in self.history), 2),
+            "feature_seconds": round(self.features_seconds, 2),
+            "n_train": len(self.train_index), "n_val": len(self.val_index), "n_holdout": len(self.holdout_pos),
+            "n_skipped": len(self.skipped),
+            "skipped": [{"path": p, "reason": r} for p, r in sorted(self.skipped.items())],
+            "probe": self.probe,
+            **rr.describe_train(self.cfg, n_train=len(self.train_index), n_val=len(self.val_index),
+                                classes=self.classes, epochs_run=self.epoch, best=self.best, selection=selection),
+        }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +12,9 @@ from torch.nn import functional as F
 
 from imagenette_lab.config import CHOICES, OptimConfig
 from imagenette_lab.errors import UserError
+
+log = logging.getLogger("imagenette_lab.engine.train")  # one logger for the whole run's lines
+SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum"}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -77,6 +82,32 @@ def build_scheduler(
     raise UserError(
         f"unknown scheduler '{cfg.scheduler}'; choose one of {', '.join(CHOICES['optim.scheduler'])}"
     )
+
+
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, saved: dict, fresh: list[dict],
+                      stage: str, old_epochs: int, epochs: int) -> None:
+    """Load a checkpoint's scheduler state; for a stage whose epoch count changed (--epochs on resume),
+    keep the new schedule and step it to the saved step count instead. `fresh`: the new optimizer's
+    param-group settings before the checkpoint's optimizer state was loaded over them."""
+    if old_epochs == epochs:
+        scheduler.load_state_dict(saved)
+        return
+    log.warning("stage '%s' now has %d epochs (was %d): the LR schedule is stretched to the new length",
+                stage, epochs, old_epochs)
+    # The new schedule's own per-group keys (OneCycleLR's max_lr/min_lr, initial_lr), not the old one's:
+    # a longer run can switch from the short-run LambdaLR to OneCycleLR.
+    for group, new in zip(scheduler.optimizer.param_groups, fresh):
+        for k in SCHEDULE_KEYS:
+            if k in new:
+                group[k] = new[k]
+            else:
+                group.pop(k, None)
+    done = int(saved["last_epoch"])
+    limit = getattr(scheduler, "total_steps", done)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while scheduler.last_epoch < min(done, limit):
+            scheduler.step()
 
 
 def loss_fn(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -50,3 +50,14 @@ class ProgressLines:
         if loss_sum is not None and correct is not None and n:
             metrics = f", loss {loss_sum / n:.4f}, acc {correct / n:.4f}"
         log.info("%s: step %d/%d, %.1f img/s%s", self.desc, step, self.total, rate, metrics)
+
+
+def epoch_line(row: dict, total: int, history: list[dict]) -> str:
+    """The one line a finished epoch logs: train/val metrics, LR, time, img/s and the ETA (mean epoch time)."""
+    mean = sum(r["seconds"] for r in history) / len(history)
+    eta = mean * (total - row["epoch"])
+    val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} f1 {row['val_f1']:.4f}"
+           if row["val_acc"] is not None else "val -")
+    return (f"epoch {row['epoch']}/{total} [{row['stage']}] train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.4f} | {val} | lr {row['lr']:.2e} | {row['seconds']:.1f}s, "
+            f"{row['images_per_s']} img/s | eta {int(eta // 60)}m{int(eta % 60):02d}s")

@@ -19,11 +19,9 @@ holdout/predictions.npz, and run.json (written last).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,18 +51,18 @@ from imagenette_lab.engine.loop import (
     EpochState, NonFiniteLoss, StepContext, StopRequest, head_logits,
     ignore_signals_in_worker, reduce_epoch, train_epoch, val_metrics,
 )
-from imagenette_lab.engine.optim import build_optimizer, build_scheduler
+from imagenette_lab.engine.optim import build_optimizer, build_scheduler, restore_scheduler
 from imagenette_lab.engine.plan import (  # noqa: F401 - resume_config is part of this module's API
     Stage, epoch_seed, initial_weights, plan_stages, prepare_run_dir, resume_config, validate_config,
 )
 from imagenette_lab.engine.precision import describe as describe_precision, probe_train_amp
+from imagenette_lab.engine.progress import epoch_line
 from imagenette_lab.engine.task import TrainTask
 from imagenette_lab import runrecord as rr
 from imagenette_lab.errors import UserError
-from imagenette_lab.utils import atomic_write_text, now_iso, seed_everything, write_run_json
+from imagenette_lab.utils import now_iso, seed_everything, write_run_json
 
 log = logging.getLogger(__name__)
-SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum"}
 
 
 class Trainer(FinalEval):
@@ -172,18 +170,9 @@ class Trainer(FinalEval):
 
     # ------------------------------------------------------------------ history
     def write_history(self, plot: bool = False) -> None:
-        if not dist.is_main() or not self.history:
-            return
-        import pandas as pd
-
-        if "jsonl" in self.cfg.train.loggers:
-            atomic_write_text(self.run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self.history))
-        if "csv" in self.cfg.train.loggers:
-            atomic_write_text(self.run_dir / rr.HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False))
-        if plot:
-            from imagenette_lab.plots import plot_history
-
-            plot_history(self.history, self.run_dir / rr.CURVES, title=self.cfg.name)
+        if dist.is_main() and self.history:
+            tracking.write_history(self.run_dir, self.history, self.cfg.train.loggers,
+                                   plot_title=self.cfg.name if plot else None)
 
     # ------------------------------------------------------------------ feature cache
     def features(self) -> tuple[feat.Features, feat.Features]:
@@ -265,7 +254,9 @@ class Trainer(FinalEval):
             fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
             optimizer.load_state_dict(ck["optimizer"])
             scaler.load_state_dict(ck["scaler"])
-            self._restore_scheduler(scheduler, ck, stage, fresh)
+            old = ck["config"]["train"]
+            restore_scheduler(scheduler, ck["scheduler"], fresh, stage.name,
+                              old["epochs"] if stage.name == "main" else old["finetune_epochs"], stage.epochs)
             if ck.get("step"):
                 own = dist.rank_boundary(ck)  # this rank's own sums and RNG when saved under DDP
                 partial, rng = EpochState.from_dict(own["state"]), own["rng"]
@@ -294,30 +285,6 @@ class Trainer(FinalEval):
                                         cfg.model.channels_last, reason))
         self._amp_logged = True
         return self.train_amp
-
-    def _restore_scheduler(self, scheduler: Any, ck: dict[str, Any], stage: Stage, fresh: list[dict]) -> None:
-        old = ck["config"]["train"]
-        old_epochs = old["epochs"] if stage.name == "main" else old["finetune_epochs"]
-        if old_epochs == stage.epochs:
-            scheduler.load_state_dict(ck["scheduler"])
-            return
-        # A changed --epochs: the schedule is rebuilt for the new length at the same step count.
-        log.warning("stage '%s' now has %d epochs (was %d): the LR schedule is stretched to the new length",
-                    stage.name, stage.epochs, old_epochs)
-        # The new schedule's own per-group keys (OneCycleLR's max_lr/min_lr, initial_lr), not the old one's:
-        # a longer run can switch from the short-run LambdaLR to OneCycleLR (engine/optim.py).
-        for group, new in zip(scheduler.optimizer.param_groups, fresh):
-            for k in SCHEDULE_KEYS:
-                if k in new:
-                    group[k] = new[k]
-                else:
-                    group.pop(k, None)
-        done = int(ck["scheduler"]["last_epoch"])
-        limit = getattr(scheduler, "total_steps", done)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            while scheduler.last_epoch < min(done, limit):
-                scheduler.step()
 
     def run_epoch(self, stage: Stage, ctx: StepContext, epoch: int, loader: Any, sampler: Any,
                   dataset: Any, partial: EpochState | None, rng: dict | None) -> None:
@@ -404,15 +371,8 @@ class Trainer(FinalEval):
         return improved
 
     def _log_epoch(self, row: dict[str, Any], total: int) -> None:
-        if not dist.is_main():
-            return
-        mean = sum(r["seconds"] for r in self.history) / len(self.history)
-        eta = mean * (total - row["epoch"])
-        val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} f1 {row['val_f1']:.4f}"
-               if row["val_acc"] is not None else "val -")
-        log.info("epoch %d/%d [%s] train loss %.4f acc %.4f | %s | lr %.2e | %.1fs, %s img/s | eta %dm%02ds",
-                 row["epoch"], total, row["stage"], row["train_loss"], row["train_acc"], val, row["lr"],
-                 row["seconds"], row["images_per_s"], eta // 60, eta % 60)
+        if dist.is_main():
+            log.info(epoch_line(row, total, self.history))
 
 
 @dist.launched  # under torchrun: join the process group, check configs match, leave it at the end
@@ -460,30 +420,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool =
             kept = f"the last good checkpoint is {last} (epoch {trainer.epoch})" if last.exists() else "no checkpoint was saved"
             raise UserError(f"{e}: training stopped; {kept}. Lower optim.lr, set optim.grad_clip, "
                             "or use train.amp=off") from None
-    summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
-    rows = [r for r in trainer.history if r.get("images_per_s")]
-    extra = {
-        "run_dir": str(run_dir),
-        "metrics": summary,
-        "metrics_ci": {k: v for k, v in (metrics.get("ci") or {}).items() if k in summary},
-        "monitor": trainer.best,
-        "best_epoch": trainer.best["epoch"],
-        "selection": sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos)),
-        "epochs_run": trainer.epoch,
-        "stages": [s.__dict__ for s in plan_stages(cfg)],
-        "images_per_s": round(sum(r["images_per_s"] for r in rows) / len(rows), 2) if rows else None,
-        "eval_images_per_s": metrics.get("eval_images_per_s"),
-        "train_seconds": round(sum(r["seconds"] for r in trainer.history), 2),
-        "feature_seconds": round(trainer.features_seconds, 2),
-        "n_train": len(trainer.train_index), "n_val": len(trainer.val_index), "n_holdout": len(trainer.holdout_pos),
-        "n_skipped": len(trainer.skipped),
-        "skipped": [{"path": p, "reason": r} for p, r in sorted(trainer.skipped.items())],
-        "probe": trainer.probe,
-        "resumed": resume is not None,
-        **rr.describe_train(cfg, n_train=len(trainer.train_index), n_val=len(trainer.val_index),
-                            classes=trainer.classes, epochs_run=trainer.epoch, best=trainer.best,
-                            selection=sel.selection_record(trainer.best, trainer.rule, len(trainer.holdout_pos))),
-    }
+    extra = {"run_dir": str(run_dir), "resumed": resume is not None, **trainer.run_summary(metrics)}
     meta = write_run_json(run_dir, "train", cfg.name, started, **extra) if dist.is_main() else extra
     tracker.finish("FINISHED", meta)
     return {**meta, "status": "complete", "exit_code": 0, "rank": dist.rank()}
