@@ -35,11 +35,13 @@ def write_history(run_dir: Path, history: list[dict[str, Any]], loggers: list[st
                   plot_title: str | None = None) -> None:
     """history.jsonl / history.csv (each if in `loggers`, written whole and atomically), and curves.png
     when `plot_title` is given."""
+    # pandas first, before any file is written: a Ctrl-C that lands in its slow first import breaks it
+    # for the interrupt handler's own write, so the first epoch's files appear only once it is loaded.
+    import pandas as pd
+
     if "jsonl" in loggers:
         atomic_write_text(run_dir / rr.HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in history))
     if "csv" in loggers:
-        import pandas as pd
-
         atomic_write_text(run_dir / rr.HISTORY_CSV, pd.DataFrame(history).to_csv(index=False))
     if plot_title is not None:
         from imagenette_lab.plots import plot_history
