@@ -279,9 +279,9 @@ def write_run_json(out_dir: str | Path, kind: str, name: str, started: float, *,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
         "hardware": hardware(),
-        # This process's peak (a resumed run: the last process only) and its largest finished child's
-        # (a forked DataLoader worker's counts the pages it shares with this process).
-        "peak_rss_mib": {"process": peak_rss_mib()},  # not children: see utils.peak_rss_mib
+        # This process's peak (a resumed run: the last process only); not its children's, an upper bound
+        # that counts the pages a forked child shares with this process (utils.peak_rss_mib).
+        "peak_rss_mib": {"process": peak_rss_mib()},
         **extra,
     }
     atomic_write_json(Path(out_dir) / RUN_JSON, meta)
