@@ -121,6 +121,31 @@ def test_resume_after_sigterm_at_epoch_end_is_exact(data: Path, reference: Path,
     assert done["metrics"] == ref_meta["metrics"]
 
 
+def test_ctrl_c_during_validation_finishes_the_epoch_then_stops(data: Path, reference: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A signal after an epoch's last step waits for validation and the checkpoint and history writes
+    (a half-written history, or a Ctrl-C inside a first-time import there, would break the handler)."""
+    from imagenette_lab.engine.train import Trainer
+
+    real = Trainer.validate
+
+    def validate(self, stage, holdout=False):
+        if self.epoch == 0:  # epoch 1's validation
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, stage, holdout)
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    res = train(cfg_for(data, tmp_path, "run"))
+    assert res["status"] == "interrupted" and res["exit_code"] == 130
+    run = tmp_path / "run"
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["epoch"] == 1 and not ck["interrupted"] and ck["history"][0]["val_acc"] is not None
+    assert [json.loads(line)["epoch"] for line in (run / "history.jsonl").read_text().splitlines()] == [1]
+    monkeypatch.setattr(Trainer, "validate", real)
+    assert train(resume_config(run), resume=run)["status"] == "complete"
+    assert_same_training(reference, run)
+
+
 def test_resume_after_ctrl_c_mid_epoch_is_exact(data: Path, reference: Path, tmp_path: Path) -> None:
     seen = []
 

@@ -3,8 +3,10 @@
 Interrupts: SIGINT/SIGTERM only set a flag while an epoch runs; the loop stops at the next
 optimizer-step boundary, where model, optimizer, scheduler, RNG state and the epoch's running
 sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (also
-with worker processes: augmentation is seeded per sample, see data/seeding.py). A second
-signal, or a signal outside the epoch loop (feature extraction, final evaluation), raises at once.
+with worker processes: augmentation is seeded per sample, see data/seeding.py). After the last
+step `train` keeps deferring through validation and the checkpoint and history writes, so a signal
+cannot break a half-done write or a first-time import inside them. A second signal, or a signal
+outside an epoch (feature extraction, final evaluation), raises at once.
 Under torchrun a stop request on any rank is shared at the next step boundary, so every rank stops
 at the same step (see `StopRequest.check`).
 """
@@ -15,8 +17,9 @@ import logging
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +50,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.deferred = False  # True inside the epoch loop: stop at the next step boundary
+        self.deferred = False  # True inside an epoch: stop at the next step boundary or the epoch's end
         self.repeat_aborts = True
         self._old: dict[int, Any] = {}
 
@@ -69,8 +72,17 @@ class StopRequest:
         self.signum = signum
         if not self.deferred or (not first and self.repeat_aborts):
             raise Interrupted(signum)
-        log.warning("%s: stopping at the next step and saving a checkpoint%s", signal.Signals(signum).name,
-                    " (again to abort now)" if self.repeat_aborts else "")
+        log.warning("%s: stopping at the next step (or the epoch's end) and saving a checkpoint%s",
+                    signal.Signals(signum).name, " (again to abort now)" if self.repeat_aborts else "")
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Signals only set the flag inside; nested uses keep the outer state."""
+        outer, self.deferred = self.deferred, True
+        try:
+            yield
+        finally:
+            self.deferred = outer
 
     @property
     def requested(self) -> bool:
@@ -173,8 +185,7 @@ def train_epoch(
     bar = tqdm(loader, total=end, initial=state.step, desc=desc, unit="batch",
                disable=None if dist.is_main() else True, leave=False)
     lines = ProgressLines(desc, end, n_start=state.n)  # log lines instead of the bar off a terminal
-    stop.deferred = True
-    try:
+    with stop.deferring(), bar:  # the bar closes on an interrupt too
         for batch in bar:
             state.step += 1
             usable = batch is not None and len(batch[1]) > 1  # BatchNorm cannot train on one sample
@@ -219,9 +230,6 @@ def train_epoch(
                     bar.set_postfix(loss=f"{state.loss_sum / state.n:.3f}",
                                     acc=f"{state.correct / state.n:.3f}", refresh=False)
                 stop.check()
-    finally:
-        stop.deferred = False
-        bar.close()
     state.seconds += time.perf_counter() - start
     return state
 

@@ -288,46 +288,49 @@ class Trainer(FinalEval):
 
     def run_epoch(self, stage: Stage, ctx: StepContext, epoch: int, loader: Any, sampler: Any,
                   dataset: Any, partial: EpochState | None, rng: dict | None) -> None:
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        seed_everything(dist.rank_seed(epoch_seed(cfg.seed, epoch)))  # augmentations differ per rank
-        loader.generator.manual_seed(dist.rank_seed(epoch_seed(cfg.seed, epoch)))
-        state = partial or EpochState()
-        sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
-        dataset.set_epoch(epoch)
-        self._resize_for_epoch(stage, dataset, epoch)
-        if rng is not None:
-            restore_rng(rng)
-        self.current = (stage, ctx)
-        total = self.cfg.train.epochs + self.cfg.train.finetune_epochs
-        state = train_epoch(ctx, loader, state, self.stop, epoch=epoch, desc=f"epoch {epoch}/{total} {stage.name}")
-        row: dict[str, Any] = {"epoch": epoch, "stage": stage.name,
-                               "lr": ctx.optimizer.param_groups[0]["lr"], **reduce_epoch(state)}
-        if not stage.cached:
-            sampler.set_epoch(epoch)
-            for i in set(sampler.order()) - state.seen:
-                self.skipped.setdefault(str(self.train_index.samples[i].path), "could not be decoded")
-            if dist.world_size() > 1:  # rank 0 saves the list: it needs every rank's finds
-                for other in dist.all_gather_object(self.skipped):
-                    self.skipped.update(other)
-        if epoch % cfg.train.eval_every == 0 or epoch == stage.last:
-            row.update(self.validate(stage))
-            if self.holdout_index is not None:
-                row.update(self.validate(stage, holdout=True))
-        else:
-            row.update(val_loss=None, val_acc=None, val_f1=None)
-        row["seconds"] = round(time.perf_counter() - t0, 3)
-        row["images_per_s"] = round(row["train_n"] / state.seconds, 2) if state.seconds > 0 else None
-        # From here on the epoch is complete: an interrupt keeps last.pt (old or new, both whole).
-        self.current = None
-        self.history.append(row)
-        self.epoch = epoch
-        improved = self._update_best(row)
-        self.save(stage, ctx, best=improved)
-        self.write_history()
-        self._log_epoch(row, total)
-        if self.hooks.get("on_epoch_end"):
-            self.hooks["on_epoch_end"](row)
+        # Signals wait for the epoch's end (see engine/loop.py): validation and the checkpoint and
+        # history writes finish, so a Ctrl-C cannot break them half-way (or a first-time import in them).
+        with self.stop.deferring():
+            cfg = self.cfg
+            t0 = time.perf_counter()
+            seed_everything(dist.rank_seed(epoch_seed(cfg.seed, epoch)))  # augmentations differ per rank
+            loader.generator.manual_seed(dist.rank_seed(epoch_seed(cfg.seed, epoch)))
+            state = partial or EpochState()
+            sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
+            dataset.set_epoch(epoch)
+            self._resize_for_epoch(stage, dataset, epoch)
+            if rng is not None:
+                restore_rng(rng)
+            self.current = (stage, ctx)
+            total = self.cfg.train.epochs + self.cfg.train.finetune_epochs
+            state = train_epoch(ctx, loader, state, self.stop, epoch=epoch, desc=f"epoch {epoch}/{total} {stage.name}")
+            row: dict[str, Any] = {"epoch": epoch, "stage": stage.name,
+                                   "lr": ctx.optimizer.param_groups[0]["lr"], **reduce_epoch(state)}
+            if not stage.cached:
+                sampler.set_epoch(epoch)
+                for i in set(sampler.order()) - state.seen:
+                    self.skipped.setdefault(str(self.train_index.samples[i].path), "could not be decoded")
+                if dist.world_size() > 1:  # rank 0 saves the list: it needs every rank's finds
+                    for other in dist.all_gather_object(self.skipped):
+                        self.skipped.update(other)
+            if epoch % cfg.train.eval_every == 0 or epoch == stage.last:
+                row.update(self.validate(stage))
+                if self.holdout_index is not None:
+                    row.update(self.validate(stage, holdout=True))
+            else:
+                row.update(val_loss=None, val_acc=None, val_f1=None)
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            row["images_per_s"] = round(row["train_n"] / state.seconds, 2) if state.seconds > 0 else None
+            # From here on the epoch is complete: an interrupt keeps last.pt (old or new, both whole).
+            self.current = None
+            self.history.append(row)
+            self.epoch = epoch
+            improved = self._update_best(row)
+            self.save(stage, ctx, best=improved)
+            self.write_history()
+            self._log_epoch(row, total)
+            if self.hooks.get("on_epoch_end"):
+                self.hooks["on_epoch_end"](row)
         self.stop.check()
 
     def train_tf(self, size: int = 0) -> Any:
