@@ -7,6 +7,8 @@ ours      imagenette-lab's inference path (engine.evaluate.run_inference's setti
           (torch.backends.mkldnn.fp32_precision = "bf16"); `--compile` adds torch.compile
 onnx      the same fp32 model exported as `imagenette-lab export` does (torch.onnx, dynamo) and run by
           onnxruntime's CPU provider with torch's thread count (the `predict` path for .onnx files)
+onnx_int8 that file quantized as `imagenette-lab export --int8` does (quantize.py: onnxruntime static
+          int8, calibrated on --calib-images of the root's train split, never the timed val images)
 
 For each model: the same preprocessed val images for both; `--warmup` batches discarded, then the
 median img/s of `--repeats` timed passes; top-1 agreement of ours with the fp32 baseline on those
@@ -60,15 +62,15 @@ def peak_gflops(dtype, n: int, repeats: int) -> dict[str, float]:
     return out
 
 
-def load_images(root: Path, n: int, size: int = 224):
-    """(N, 3, size, size) float32 val images, eval transform (resize 256, centre crop 224)."""
+def load_images(root: Path, n: int, size: int = 224, split: str = "val"):
+    """(N, 3, size, size) float32 images of `split`, eval transform (resize 256, centre crop 224)."""
     import torch
 
     from imagenette_lab.data.dataset import index_split
     from imagenette_lab.data.sources import make_dataset
     from imagenette_lab.data.transforms import default_data_cfg, eval_transform
 
-    index = index_split(root, "val")
+    index = index_split(root, split)
     per_class = max(n // len(index.classes) + 1, 1)
     ds = make_dataset(index.subset(per_class, 0), eval_transform(default_data_cfg(size)))
     xs = [item[0] for item in (ds[i] for i in range(len(ds))) if item is not None]
@@ -82,6 +84,9 @@ def build(name: str):
         return create_imagenet_model(name, weights="DEFAULT"), "imagenet"
     except Exception as e:  # noqa: BLE001 - offline: no download cache
         print(f"  {name}: no ImageNet weights offline ({str(e).splitlines()[0][:80]}); random weights")
+        import torch
+
+        torch.manual_seed(0)  # the same random model in every run
         return create_imagenet_model(name, weights=None), "random"
 
 
@@ -112,6 +117,16 @@ def onnx_model(model, tmp: Path):
     return OnnxClassifier(path)
 
 
+def onnx_int8_model(fp32: Path, calib):
+    """The fp32 ONNX file quantized to int8 (quantize.py, as `export --int8`), run by onnxruntime."""
+    from imagenette_lab.onnx_backend import OnnxClassifier
+    from imagenette_lab.quantize import quantize_onnx
+
+    out = fp32.with_name("model_int8.onnx")
+    quantize_onnx(fp32, out, (calib[i: i + 32] for i in range(0, len(calib), 32)))
+    return OnnxClassifier(out)
+
+
 def interleaved(fns: dict, x, batch: int, warmup: int, repeats: int) -> dict[str, list[float]]:
     """img/s of each of `fns` per pass over `x`, the passes taken in turn (baseline, mode 1, ...,
     baseline, ...): this shared machine's speed drifts by up to a third within minutes, and timing one
@@ -133,7 +148,7 @@ def interleaved(fns: dict, x, batch: int, warmup: int, repeats: int) -> dict[str
     return rates
 
 
-def bench_model(name: str, x, args) -> dict:
+def bench_model(name: str, x, calib, args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -149,11 +164,17 @@ def bench_model(name: str, x, args) -> dict:
     with torch.inference_mode():
         ref = torch.cat([model(x[i: i + 32]).argmax(1) for i in range(0, len(x), 32)])
     fast = ours_model(model, args.compile)
-    ort_model = onnx_model(model, Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))) if "onnx" in args.modes else None
+    ort_model = ort8 = None
+    if {"onnx", "onnx_int8"} & set(args.modes):
+        ort_model = onnx_model(model, Path(tempfile.mkdtemp(prefix="bench_infer_onnx_")))
+    if "onnx_int8" in args.modes:
+        ort8 = onnx_int8_model(ort_model.path, calib)
 
     def ours(b, mode):
         if mode == "onnx":
             return ort_model(b)
+        if mode == "onnx_int8":
+            return ort8(b)
         b = b.contiguous(memory_format=torch.channels_last)
         if mode == "bf16_autocast" and dtype is not None:
             with torch.autocast("cpu", dtype=dtype):
@@ -180,7 +201,7 @@ def bench_model(name: str, x, args) -> dict:
             got = torch.cat([ours(x[i: i + 32], mode).float().argmax(1) for i in range(0, len(x), 32)])
         agree = float((ref == got).float().mean())
         # Which precision actually ran: under `--amp auto` a CPU without native bf16 runs fp32.
-        precision = {"onnx": "fp32 (onnxruntime)", "bf16_fpmath": "fp32 tensors, bf16 conv/matmul math",
+        precision = {"onnx": "fp32 (onnxruntime)", "onnx_int8": "int8 (onnxruntime, static QDQ)", "bf16_fpmath": "fp32 tensors, bf16 conv/matmul math",
                      "fp32": "fp32"}.get(mode) or describe(torch.device("cpu"), args.amp, dtype, True)
         r["ours"][mode] = {"img_per_s": round(rate, 2), "repeats": [round(v, 2) for v in reps], "precision": precision,
                            "speedup": round(rate / base_rate, 2), "top1_agreement": round(agree, 4),
@@ -202,7 +223,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the images; median reported")
     p.add_argument("--amp", default="auto", help="our autocast mode (auto = engine.evaluate.amp_dtype)")
     p.add_argument("--modes", nargs="+", default=["bf16_autocast", "bf16_fpmath", "onnx"],
-                   choices=["bf16_autocast", "bf16_fpmath", "fp32", "onnx"], help="our modes, each timed")
+                   choices=["bf16_autocast", "bf16_fpmath", "fp32", "onnx", "onnx_int8"], help="our modes, each timed")
+    p.add_argument("--calib-images", type=int, default=128, help="train images that calibrate onnx_int8")
     p.add_argument("--compile", action="store_true", help="also torch.compile our model (slow first call)")
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--quick", action="store_true", help="tiny run: checks the script, numbers mean little")
@@ -216,16 +238,17 @@ def main() -> None:
     if not root.exists():
         from tests.helpers import make_dataset
 
-        root = make_dataset(Path(tempfile.mkdtemp(prefix="bench_infer_")) / "data", {"val": 20}, size=256,
-                            bad_files=False)
+        root = make_dataset(Path(tempfile.mkdtemp(prefix="bench_infer_")) / "data", {"train": 10, "val": 20},
+                            size=256, bad_files=False)
         print(f"no real data: generated {root}")
     x = load_images(root, args.images)
+    calib = load_images(root, args.calib_images, split="train") if "onnx_int8" in args.modes else None
     peak = {"fp32": peak_gflops(torch.float32, args.matmul_n, 5),
             "bf16": peak_gflops(torch.bfloat16, args.matmul_n, 5)}
     print(f"{args.matmul_n}^3 product, GFLOP/s (torch.matmul / oneDNN 1x1 conv): fp32 {peak['fp32']['matmul']} / "
           f"{peak['fp32']['conv1x1']}, bf16 {peak['bf16']['matmul']} / {peak['bf16']['conv1x1']} "
           f"({torch.get_num_threads()} threads)")
-    results = {name: bench_model(name, x, args) for name in args.models}
+    results = {name: bench_model(name, x, calib, args) for name in args.models}
     path = write_result(args.out, "bench_infer", {"args": vars(args), "cpu": cpu_info(), "peak_gflops": peak,
                                                   "results": results, "peak_rss_mib": peak_rss_mib()})
     print(f"peak RSS {peak_rss_mib():.0f} MiB; details: {path}")

@@ -181,3 +181,37 @@ def test_onnx_parity_on_real_photographs(exported, tmp_path: Path) -> None:
     ckpt = fake_checkpoint(tmp_path / "m.pt", "test_resnet", size=224)
     r = lab.export(ckpt, tmp_path / "m.onnx", check_root=root, check_images=20)
     assert r.check.passed and r.check.images >= 20 and r.check.data.endswith("val")
+
+
+def test_int8_onnx_is_quantized_on_train_images_and_gated_on_agreement(tmp_path: Path, monkeypatch, capsys) -> None:
+    from imagenette_lab import export as export_module
+
+    data = make_dataset(tmp_path / "data", {"train": 6, "val": 10}, size=40, bad_files=False)
+    # A trained model (colour-coded classes): random weights have too little margin to survive int8.
+    run = lab.train("exp2_scratch_cpu", root=str(data), out_dir=str(tmp_path / "runs"), name="tiny", epochs=3,
+                    **{"model.name": "test_resnet", "data.img_size": 32, "data.batch_size": 6, "data.workers": 0,
+                       "train.amp": "off", "data.holdout_frac": 0})
+    ckpt = run.checkpoint
+    out = tmp_path / "out" / "model.onnx"
+    args = ["export", str(ckpt), "--out", str(out), "--root", str(data), "--int8"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "(onnx, int8, opset 20)" in capsys.readouterr().out
+    proto = onnx.load(out)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in proto.graph.node}
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in proto.graph.initializer)  # int8 weights
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.onnx.json"]  # no fp32 left
+    side = json.loads((out.parent / "model.onnx.json").read_text())
+    q, check = side["quantization"], side["check"]
+    assert q["calibration_images"] == 18 and q["calibration"].endswith("train") and q["dtype"] == "int8"
+    assert check["images"] == 30 and check["min_agreement"] == 0.99 and check["allowed_diff"] is None
+    assert check["passed"] and check["top1_agreement"] >= 0.99
+    assert len(lab.predict(out, data / "val", top_k=1, workers=0)) == 30  # predict runs the int8 file
+    # The gate: below the required agreement the export fails with one line and keeps the file.
+    monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 1.01)
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "top-1 agreement" in err and "needed 101%" in err and "int8" in err and out.is_file()
+    # Bad input: int8 without real images to calibrate on, or for another format.
+    for bad in (args[:4] + ["--int8"], args + ["--format", "safetensors"]):
+        assert main(bad) == 2
+        assert "int8 export is ONNX only" in capsys.readouterr().err

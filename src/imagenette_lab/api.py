@@ -328,13 +328,14 @@ def report(run_dirs: Iterable[str | Path] | str | Path, out: str | Path = "repor
 
 def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx",  # noqa: A002 - CLI's name
            check_root: str | Path | None = None, check_split: str = "val", check_images: int = 64,
-           batch_size: int = 32) -> ExportResult:
-    """Export a `train` checkpoint to ONNX, safetensors or TorchScript and check the exported model
-    against PyTorch on real images (see `imagenette_lab.export.export_checkpoint`)."""
+           batch_size: int = 32, int8: bool = False, calib_images: int = 128) -> ExportResult:
+    """Export a `train` checkpoint to ONNX (optionally int8, calibrated on check_root's train split),
+    safetensors or TorchScript and check the exported model against PyTorch on real images (see
+    `imagenette_lab.export.export_checkpoint`)."""
     from imagenette_lab.export import export_checkpoint
 
     return export_checkpoint(checkpoint, out, format=format, check_root=check_root, check_split=check_split,
-                             check_images=check_images, batch_size=batch_size)
+                             check_images=check_images, batch_size=batch_size, int8=int8, calib_images=calib_images)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -17,7 +17,8 @@ def register(sub) -> None:
         "names (loads with timm.create_model(name, num_classes=C, checkpoint_path=FILE)). torchscript: a "
         "traced module. Every export writes FILE.json (classes, preprocessing, check results), then runs "
         "the export and PyTorch on the same images and fails unless the max |logit diff| <= 1e-3 and "
-        "top-1 agrees on every image.",
+        "top-1 agrees on every image. --int8 (onnx): onnxruntime static quantization calibrated on "
+        "--root's train split, checked on --split (val): it passes on top-1 agreement >= 99 %.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a train checkpoint (.pt) or run directory")
@@ -29,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--check-images", type=int, default=64, metavar="N",
                    help="about N images (a seeded subset per class); 0 = the whole split")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--int8", action="store_true",
+                   help="onnx only: quantize to int8 (needs --root: calibrates on DIR/train)")
+    p.add_argument("--calib-images", type=int, default=128, metavar="N",
+                   help="with --int8: about N train images for calibration")
     p.set_defaults(func=run)
 
 
@@ -36,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     import imagenette_lab.api as lab
 
     r = lab.export(args.checkpoint, args.out, format=args.format, check_root=args.root, check_split=args.split,
-                   check_images=args.check_images, batch_size=args.batch_size)
+                   check_images=args.check_images, batch_size=args.batch_size, int8=args.int8,
+                   calib_images=args.calib_images)
     c = r.check
-    print(f"wrote {r.path} ({r.format}{f', opset {r.opset}' if r.opset else ''}) and {r.metadata_path}")
+    kind = f"{r.format}{', int8' if args.int8 else ''}{f', opset {r.opset}' if r.opset else ''}"
+    print(f"wrote {r.path} ({kind}) and {r.metadata_path}")
     print(f"check on {c.images} images ({c.data}): max |logit diff| {c.max_abs_diff:.2e}, "
           f"top-1 agreement {c.top1_agreement:.2%}")
     if c.torch_accuracy is not None:
