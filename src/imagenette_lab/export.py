@@ -352,7 +352,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = 
     hint = writer(model, meta, fp32)
     if int8:
         try:
-            meta["quantization"] = _quantize(fp32, out, info, check_root, calib_images, batch_size)
+            meta["quantization"].update(_quantize(fp32, out, info, check_root, calib_images, batch_size))
         finally:
             fp32.unlink(missing_ok=True)
         hint = hint.replace(fp32.name, out.name)
@@ -383,7 +383,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = 
 
 
 def _quantize(src: Path, out: Path, info: dict[str, Any], root: str | Path, n: int, batch_size: int) -> dict[str, Any]:
-    """Write `out`, the int8 version of the fp32 ONNX file `src`, calibrated on ~n train images of `root`."""
+    """Write `out`, the int8 version of the fp32 ONNX file `src`, calibrated on ~n train images of `root`;
+    returns quantize_onnx's settings (with the calibration image count)."""
     from imagenette_lab.data.dataset import index_split
     from imagenette_lab.data.sources import make_dataset
     from imagenette_lab.data.transforms import eval_transform
@@ -397,4 +398,4 @@ def _quantize(src: Path, out: Path, info: dict[str, Any], root: str | Path, n: i
     settings = quantize_onnx(src, out, (b[0] for b in loader if b is not None))
     log.info("quantized %s to int8 on %d train images in %.1f s (%.1f MB)", out, settings["calibration_images"],
              time.perf_counter() - t0, out.stat().st_size / 1e6)
-    return {**settings, "calibration": str(Path(root) / "train")}
+    return settings

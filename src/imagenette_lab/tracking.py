@@ -28,15 +28,15 @@ from imagenette_lab.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "history.csv", "history.jsonl", "curves.png", "run.json")
+RUN_FILES = (rr.CONFIG, rr.HISTORY_CSV, rr.HISTORY_JSONL, rr.CURVES, rr.RUN_JSON)
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]], loggers: list[str],
                   plot_title: str | None = None) -> None:
     """history.jsonl / history.csv (each if in `loggers`, written whole and atomically), and curves.png
     when `plot_title` is given."""
-    # pandas first, before any file is written: a Ctrl-C that lands in its slow first import breaks it
-    # for the interrupt handler's own write, so the first epoch's files appear only once it is loaded.
+    # pandas first, before any file is written: a failure in its slow first import (or a second Ctrl-C,
+    # which aborts at once) then leaves no jsonl without its csv.
     import pandas as pd
 
     if "jsonl" in loggers:

@@ -3,10 +3,10 @@
 Interrupts: SIGINT/SIGTERM only set a flag while an epoch runs; the loop stops at the next
 optimizer-step boundary, where model, optimizer, scheduler, RNG state and the epoch's running
 sums are consistent, so `train` can save a mid-epoch checkpoint that resumes bit-exactly (also
-with worker processes: augmentation is seeded per sample, see data/seeding.py). After the last
-step `train` keeps deferring through validation and the checkpoint and history writes, so a signal
-cannot break a half-done write or a first-time import inside them. A second signal, or a signal
-outside an epoch (feature extraction, final evaluation), raises at once.
+with worker processes: augmentation is seeded per sample, see data/seeding.py). `train` defers over
+the whole epoch, so a signal after the last step waits for validation and the checkpoint and history
+writes instead of breaking them half-way. A second signal, or a signal outside an epoch (feature
+extraction, final evaluation), raises at once.
 Under torchrun a stop request on any rank is shared at the next step boundary, so every rank stops
 at the same step (see `StopRequest.check`).
 """
