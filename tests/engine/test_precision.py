@@ -123,6 +123,9 @@ def test_probe_keeps_bf16_only_where_it_trains_faster(fake_cpu, tmp_path, monkey
     calls = _timings(monkeypatch, fp32=1.0, bf16=9.0)
     assert precision.probe_train_amp(net, "resnet", (4, 3, 8, 8), True)[0] == "bf16" and calls == []
     assert "resnet" in (tmp_path / "cache" / "precision.json").read_text()
+    # ... but not on another CPU behind the same model name (a VM reports "AMD EPYC" for Zen 3 and 4).
+    fake_cpu(XEON_AMX.replace("amx_bf16 amx_tile", "avx512_vnni"))
+    assert precision.probe_train_amp(net, "resnet", (4, 3, 8, 8), True)[0] == "off" and calls
 
 
 def test_real_probe_leaves_the_model_and_rng_alone(fake_cpu, tmp_path, monkeypatch) -> None:
