@@ -208,7 +208,7 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     # probe=v5: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients,
     # small-input depthwise weight gradients, fused BatchNorm + SiLU in fp32), in alternating rounds;
     # earlier probes' answers are re-measured. The flags are in the key because a VM's model name can
-    # hide the CPU: both a Zen 3 (AVX2) and a Zen 4 (AVX512-BF16) kind here report "AMD EPYC".
+    # hide the CPU (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
     key = "|".join([cpu_name(), "+".join(speed_flags(flags)), torch.__version__, name, "x".join(map(str, shape)),
                     "probe=v5", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
