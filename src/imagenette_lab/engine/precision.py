@@ -202,6 +202,7 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     Without native bf16 no probe runs (emulated bf16 is always slower). Otherwise a copy of the
     model is timed on random inputs of `shape` (the caller's weights, RNG and gradients untouched).
     """
+    flags = cpu_flags() if flags is None else flags  # read once: for the decision and the cache key
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
