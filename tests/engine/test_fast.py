@@ -198,3 +198,66 @@ def test_train_task_fuses_bn_silu_of_efficientnet() -> None:
     TrainTask(net, amp="off", device="cpu")
     names = [type(m).__name__ for m in net.modules()]
     assert names.count("_BatchNormSiLU") == 33 and "SiLU" in names  # the SE blocks' SiLU has no BatchNorm
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_fused_squeeze_excitation_matches_and_writes_one_pass_fewer(amp: bool) -> None:
+    """fused_squeeze_excitation: the same output and gradients (input and all four parameters) as
+    torchvision's SqueezeExcitation, in fp32 and under bf16 autocast, without autograd's separate
+    full-size add of the pooled path's gradient; eval and frozen blocks run the plain forward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torchvision.ops import SqueezeExcitation
+
+    from imagenette_lab.engine.fast import channels_last_pool_grads, fused_squeeze_excitation
+
+    class FullSizeAdds(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func.overloadpacket in (torch.ops.aten.add, torch.ops.aten.add_):
+                self.n += sum(isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[2] > 1 for a in args) == 2
+            return func(*args, **(kwargs or {}))
+
+    def run(se: torch.nn.Module) -> tuple[list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+        se.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = se(x)
+        g = torch.linspace(-1, 1, out.numel()).view_as(out).contiguous(memory_format=torch.channels_last)
+        with FullSizeAdds() as mode:
+            out.backward(g.to(out.dtype))
+        assert x.grad.is_contiguous(memory_format=torch.channels_last)
+        return [out.detach(), x.grad, *(p.grad for p in se.parameters())], mode.n
+
+    torch.manual_seed(0)
+    se = SqueezeExcitation(8, 2, activation=torch.nn.SiLU)  # as in torchvision's EfficientNet
+    channels_last_pool_grads(se)  # as TrainTask applies it first
+    keys = list(se.state_dict())
+    plain, plain_adds = run(se)
+    assert fused_squeeze_excitation(se) == 1 and fused_squeeze_excitation(se) == 0
+    assert list(se.state_dict()) == keys
+    fast, fast_adds = run(se)
+    assert plain_adds >= 1 and fast_adds == 0, (plain_adds, fast_adds)
+    tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-6}  # bf16 keeps 8 bits
+    for a, b in zip(plain, fast):
+        torch.testing.assert_close(b.float(), a.float(), **tol)
+
+    x = torch.randn(2, 8, 5, 5)
+    se.eval()
+    with torch.no_grad():
+        assert se(x).grad_fn is None
+    se.train()
+    se.fc1.weight.requires_grad_(False)  # a frozen block keeps autograd's own path
+    assert "SqueezeExcitationFn" not in se(x.requires_grad_()).grad_fn.name()
+
+
+def test_train_task_fuses_the_squeeze_excitation_of_efficientnet() -> None:
+    from imagenette_lab.engine.task import TrainTask
+    from imagenette_lab.models.factory import create_classifier
+
+    net = create_classifier("efficientnet_b0", 10, head="linear")
+    TrainTask(net, amp="off", device="cpu")
+    assert [type(m).__name__ for m in net.modules()].count("_FusedSqueezeExcitation") == 16

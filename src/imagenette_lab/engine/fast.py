@@ -1,7 +1,8 @@
 """Training-step speed options that do not change what is learned: progressive resizing's size
 schedule, glibc's heap kept for reuse, global pooling whose backward keeps channels_last, depthwise
-weight gradients by tap sums where the input is smaller than the kernel, and an optional
-torch.compile'd model (see benchmarks/bench_train.py for measurements)."""
+weight gradients by tap sums where the input is smaller than the kernel, BatchNorm + SiLU and
+squeeze-excitation blocks with leaner backwards, and an optional torch.compile'd model (see
+benchmarks/bench_train.py for measurements)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import platform
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops.misc import SqueezeExcitation
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +220,67 @@ def fused_bn_silu(model: nn.Module) -> int:
     return n
 
 
+def _excite(se: SqueezeExcitation, pooled: torch.Tensor) -> torch.Tensor:
+    return se.scale_activation(se.fc2(se.activation(se.fc1(pooled))))
+
+
+class _SqueezeExcitationFn(torch.autograd.Function):
+    """x * excite(mean(x)) whose backward writes x's gradient in one pass, g * scale plus the pooled
+    path's gradient (an addcmul), where autograd writes g * scale and then adds the pooled path's
+    broadcast gradient to it in a second pass. The small excitation network is recomputed there."""
+
+    @staticmethod
+    def forward(ctx, x, se, *params):  # type: ignore[override]
+        pooled = x.sum((2, 3), keepdim=True, dtype=torch.float32) / (x.shape[2] * x.shape[3])
+        ctx.se, ctx.amp = se, (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        ctx.save_for_backward(x, pooled)
+        return x * _excite(se, pooled.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, pooled = ctx.saved_tensors
+        with torch.enable_grad(), torch.autocast("cpu", dtype=ctx.amp[1], enabled=ctx.amp[0]):
+            p = pooled.detach().requires_grad_()
+            scale = _excite(ctx.se, p.to(x.dtype))  # as in forward, autocast included
+        g_scale = (g * x).sum((2, 3), keepdim=True, dtype=torch.float32)
+        g_pooled, *g_params = torch.autograd.grad(scale, (p, *ctx.se.parameters()), g_scale.to(scale.dtype))
+        gx = torch.addcmul((g_pooled / (x.shape[2] * x.shape[3])).to(g.dtype), g, scale.detach())
+        return (gx, None, *g_params)
+
+
+class _FusedSqueezeExcitation(SqueezeExcitation):
+    """torchvision's SqueezeExcitation, training through `_SqueezeExcitationFn` on a CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = tuple(self.parameters())
+        if (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+                and x.requires_grad and all(p.requires_grad for p in params)
+                and not torch.compiler.is_compiling()):
+            return _SqueezeExcitationFn.apply(x, self, *params)
+        return super().forward(x)
+
+
+def fused_squeeze_excitation(model: nn.Module) -> int:
+    """Make `model`'s squeeze-excitation blocks (torchvision's, as in EfficientNet-B0) backward with
+    one full-size pass fewer.
+
+    Measured on a 2-core Zen 4 EPYC (AVX512-BF16), EfficientNet-B0, batch 64, interleaved rounds:
+    bf16 autocast 94.4 -> 100.7 img/s at 128 px and 155.5 -> 163.1 at 96 px; fp32 and 64 px within
+    noise. Gradients equal to rounding (test). Classes change in place (parameters and state_dict
+    unchanged); timm's SE blocks are not reached. Returns how many were switched.
+    """
+    n = 0
+    for m in model.modules():
+        if type(m) is SqueezeExcitation:
+            m.__class__ = _FusedSqueezeExcitation
+            n += 1
+    return n
+
+
 def cpu_training_rewrites(model: nn.Module) -> None:
     """The rewrites above, as CPU training (engine/task.py) and the bf16 probe (engine/precision.py)
     both apply them: each takes effect per call, so they are safe under either precision."""
     channels_last_pool_grads(model)  # SE blocks' mixed-layout gradient adds
     small_input_depthwise_grads(model)  # oneDNN's slow weight gradient there
     fused_bn_silu(model)  # one tensor kept per BatchNorm + SiLU instead of two (fp32 only)
+    fused_squeeze_excitation(model)  # one full-size gradient pass fewer per SE block

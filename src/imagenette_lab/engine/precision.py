@@ -206,12 +206,12 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v5: timed as TrainTask trains (fp32 depthwise convs in bf16, channels_last pool gradients,
-    # small-input depthwise weight gradients, fused BatchNorm + SiLU in fp32), in alternating rounds;
+    # probe=v6: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
+    # the fused squeeze-excitation backward since v6), in alternating rounds;
     # earlier probes' answers are re-measured. The flags are in the key because a VM's model name can
     # hide the CPU (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
     key = "|".join([cpu_name(), "+".join(speed_flags(flags)), torch.__version__, name, "x".join(map(str, shape)),
-                    "probe=v5", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
+                    "probe=v6", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
         cache = json.loads(path.read_text())
