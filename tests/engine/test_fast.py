@@ -116,6 +116,7 @@ def test_small_input_depthwise_grads_match_and_switch_by_shape(channels_last: bo
             outs.append((y.detach(), xi.grad, *(p.grad for p in m.parameters()), y.grad_fn))
         for a, b in zip(outs[0][:-1], outs[1][:-1]):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        assert fast.weight.grad.stride() == fast.weight.stride()  # DDP's gradient buckets expect this
         assert ("SmallInputDepthwise" in _graph(outs[1][-1])) == (h < k), (h, k, _graph(outs[1][-1]))
         assert "SmallInputDepthwise" not in _graph(outs[0][-1])  # without the switch: oneDNN's backward
         with torch.no_grad():

@@ -98,12 +98,12 @@ def _taps_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     (sh, sw), (dh, dw) = stride, dilation
     xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     ho, wo = grad.shape[-2:]
-    gw = x.new_empty(x.shape[1], kh, kw)
+    gw = torch.empty_like(weight)  # the weight's strides, as DDP's gradient buckets expect
     for i in range(kh):
         for j in range(kw):
             xs = xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-            gw[:, i, j] = (grad * xs).sum((0, 2, 3))
-    return gw.view(weight.shape)
+            gw[:, 0, i, j] = (grad * xs).sum((0, 2, 3))
+    return gw
 
 
 class _SmallInputDepthwiseFn(torch.autograd.Function):
