@@ -110,8 +110,8 @@ def _taps_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         for j in range(kw):
             c0, c1 = _valid_span(wo, x.shape[-1], sw, j * dw - pw)
             if r0 < r1 and c0 < c1:
-                xs = x[:, :, r0 * sh + i * dh - ph: (r1 - 1) * sh + i * dh - ph + 1: sh,
-                       c0 * sw + j * dw - pw: (c1 - 1) * sw + j * dw - pw + 1: sw]
+                ri, cj = r0 * sh + i * dh - ph, c0 * sw + j * dw - pw  # first input row / column
+                xs = x[:, :, ri: ri + (r1 - r0 - 1) * sh + 1: sh, cj: cj + (c1 - c0 - 1) * sw + 1: sw]
                 gw[:, 0, i, j] = (grad[:, :, r0:r1, c0:c1] * xs).sum((0, 2, 3))
     return gw
 
@@ -237,24 +237,27 @@ def _excite(se: SqueezeExcitation, pooled: torch.Tensor) -> torch.Tensor:
 class _SqueezeExcitationFn(torch.autograd.Function):
     """x * excite(mean(x)) whose backward writes x's gradient in one pass, g * scale plus the pooled
     path's gradient (an addcmul), where autograd writes g * scale and then adds the pooled path's
-    broadcast gradient to it in a second pass. The small excitation network is recomputed there."""
+    broadcast gradient to it in a second pass. The small excitation network is recomputed there,
+    under the forward's autocast state (custom_bwd)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x, se, *params):  # type: ignore[override]
-        pooled = x.sum((2, 3), keepdim=True, dtype=torch.float32) / (x.shape[2] * x.shape[3])
-        ctx.se, ctx.amp = se, (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        pooled = se.avgpool(x)
+        ctx.se = se
         ctx.save_for_backward(x, pooled)
-        return x * _excite(se, pooled.to(x.dtype))
+        return x * _excite(se, pooled)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, g):  # type: ignore[override]
         x, pooled = ctx.saved_tensors
-        with torch.enable_grad(), torch.autocast("cpu", dtype=ctx.amp[1], enabled=ctx.amp[0]):
+        with torch.enable_grad():
             p = pooled.detach().requires_grad_()
-            scale = _excite(ctx.se, p.to(x.dtype))  # as in forward, autocast included
+            scale = _excite(ctx.se, p)
         g_scale = (g * x).sum((2, 3), keepdim=True, dtype=torch.float32)
         g_pooled, *g_params = torch.autograd.grad(scale, (p, *ctx.se.parameters()), g_scale.to(scale.dtype))
-        gx = torch.addcmul((g_pooled / (x.shape[2] * x.shape[3])).to(g.dtype), g, scale.detach())
+        gx = torch.addcmul((g_pooled.float() / (x.shape[2] * x.shape[3])).to(g.dtype), g, scale.detach())
         return (gx, None, *g_params)
 
 
@@ -290,7 +293,7 @@ def fused_squeeze_excitation(model: nn.Module) -> int:
 def cpu_training_rewrites(model: nn.Module) -> None:
     """The rewrites above, as CPU training (engine/task.py) and the bf16 probe (engine/precision.py)
     both apply them: each takes effect per call, so they are safe under either precision."""
-    channels_last_pool_grads(model)  # SE blocks' mixed-layout gradient adds
+    channels_last_pool_grads(model)  # mixed-layout gradient adds (SE blocks outside the fused path)
     small_input_depthwise_grads(model)  # oneDNN's slow weight gradient there
     fused_bn_silu(model)  # one tensor kept per BatchNorm + SiLU instead of two (fp32 only)
     fused_squeeze_excitation(model)  # one full-size gradient pass fewer per SE block
