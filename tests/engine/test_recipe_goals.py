@@ -44,8 +44,8 @@ def _scratch_baseline_s(out: Path) -> float:
 
 def test_exp2_fast_cpu_reaches_085_in_half_the_time(tmp_path: Path) -> None:
     """exp2_fast_cpu (tensor cache + progressive resizing): >= .85 in at most half of exp2_scratch_cpu's wall
-    time on the same machine. Not met yet: 2-core AVX2 EPYC 39.7 min, 0.820 (exp2_scratch_cpu ~88 min); the
-    16-epoch version on a 2-core AMX Xeon 46 min, 0.836 (~74 min): benchmarks/README.md."""
+    time on the same machine. Not met yet: on a 2-core Zen 4 EPYC 0.849 and 0.834 (seeds 0, 1) in 0.53x of
+    exp2_scratch_cpu's ~41-44 min: benchmarks/README.md."""
     baseline_s = _scratch_baseline_s(tmp_path / "baseline")
     meta = _run("exp2_fast_cpu", tmp_path)
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
