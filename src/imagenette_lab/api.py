@@ -258,15 +258,16 @@ class EvaluateResult:
 def evaluate(model: str | Path, root: str | Path, out: str | Path, *, split: str = "val",
              batch_size: int | None = None, workers: int = 2, device: str = "auto", amp: str | None = None,
              limit_per_class: int | None = None, weights: str | None = None, weights_file: str | Path | None = None,
-             class_map: str | Path | None = None) -> EvaluateResult:
+             class_map: str | Path | None = None, tta: str | None = None) -> EvaluateResult:
     """Score a `train` checkpoint (file or run dir) or an ImageNet-1k model on `<root>/<split>` into
     `out` (predictions.npz/.csv, metrics.json with confidence intervals, plots). On a checkpoint the
-    defaults are the training run's own, so its val split reproduces `<run>/eval/metrics.json`."""
+    defaults are the training run's own (its data.tta included), so its val split reproduces
+    `<run>/eval/metrics.json`. tta: "flip" or "none" overrides that."""
     from imagenette_lab.evaluation import evaluate as run_evaluate
 
     m = run_evaluate(str(model), root, out, split=split, batch_size=batch_size, workers=workers, device=device,
                      amp=amp, limit_per_class=limit_per_class, weights=weights,
-                     weights_file=str(weights_file) if weights_file else None, class_map=class_map)
+                     weights_file=str(weights_file) if weights_file else None, class_map=class_map, tta=tta)
     ci = (m.get("ci") or {}).get("accuracy")
     return EvaluateResult(Path(out).expanduser(), Metrics.from_dict(m), tuple(ci) if ci else None,
                           int(m.get("n") or 0), m)

@@ -21,6 +21,7 @@ from imagenette_lab.errors import UserError
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": ("none", "baseline", "trivialaugment", "randaugment"),
+    "data.tta": ("none", "flip"),
     "model.head": ("study", "linear"),
     "role": ("exp1", "exp2", "exp3"),
     "optim.name": ("adamw", "sgd"),
@@ -40,6 +41,7 @@ class DataConfig:
     img_size: int = 128  # train crop; eval resizes to eval_size / eval_crop_pct then centre-crops
     eval_size: int = 0  # 0 = img_size; larger = FixRes-style eval/inference above the train size
     eval_crop_pct: float = 0.875
+    tta: str = "none"  # flip = evaluation and predict average the logits of each image and its mirror
     augment: str = "baseline"  # random-resized-crop + flip, optionally + an auto-augment policy
     min_scale: float = 0.35  # RandomResizedCrop lower scale bound
     random_erasing: float = 0.0

@@ -48,6 +48,7 @@ def evaluate(
     weights: str | None = None,
     weights_file: str | None = None,
     class_map: str | Path | None = None,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `spec` (checkpoint file, train run dir, or model name) on `<root>/<split>` into `out`."""
     from imagenette_lab.predict import _resolve_checkpoint
@@ -62,15 +63,15 @@ def evaluate(
             raise UsageError("--weights/--weights-file/--class-map are for an ImageNet model name; "
                              "a checkpoint holds its own weights and classes")
         return _evaluate_checkpoint(ckpt_path, root, out, split, batch_size, workers, dev, amp, channels_last,
-                                    limit_per_class, started)
+                                    limit_per_class, started, tta)
     return _evaluate_imagenet(spec, root, out, split, batch_size or 64, workers, dev, amp or "auto",
                               True if channels_last is None else channels_last, limit_per_class or 0,
-                              weights, weights_file, class_map, started)
+                              weights, weights_file, class_map, started, tta or "none")
 
 
 def _evaluate_checkpoint(path: Path, root: str | Path, out: str | Path, split: str, batch_size: int | None,
                          workers: int, dev: Any, amp: str | None, channels_last: bool | None,
-                         limit: int | None, started: float) -> dict[str, Any]:
+                         limit: int | None, started: float, tta: str | None = None) -> dict[str, Any]:
     from imagenette_lab.config import config_from_dict
     from imagenette_lab.engine.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint
 
@@ -90,7 +91,8 @@ def _evaluate_checkpoint(path: Path, root: str | Path, out: str | Path, split: s
                   batch_size=batch_size or cfg.data.batch_size, workers=workers, device=dev,
                   amp=amp or cfg.train.amp,
                   channels_last=cfg.model.channels_last if channels_last is None else channels_last,
-                  desc="evaluate", name=cfg.name, meta={"checkpoint": str(path), "epoch": info.get("epoch")})
+                  desc="evaluate", name=cfg.name, meta={"checkpoint": str(path), "epoch": info.get("epoch")},
+                  tta=tta or info["data_cfg"].get("tta", "none"))
     title = f"{cfg.name} (epoch {info.get('epoch')}) on {split}"
     metrics = preds.save(out_dir, title=title)
     # The same bundle as training's final evaluation: calibrated with the run's own held-out slice, if any.
@@ -112,7 +114,8 @@ def _evaluate_checkpoint(path: Path, root: str | Path, out: str | Path, split: s
 
 def _evaluate_imagenet(name: str, root: str | Path, out: str | Path, split: str, batch_size: int, workers: int,
                        dev: Any, amp: str, channels_last: bool, limit: int, weights: str | None,
-                       weights_file: str | None, class_map: str | Path | None, started: float) -> dict[str, Any]:
+                       weights_file: str | None, class_map: str | Path | None, started: float,
+                       tta: str = "none") -> dict[str, Any]:
     """An ImageNet-1k model: out/ holds the C-way (restricted) bundle, out/imagenet1000/ the 1000-way one."""
     from imagenette_lab.models.factory import create_imagenet_model, data_config
 
@@ -129,7 +132,7 @@ def _evaluate_imagenet(name: str, root: str | Path, out: str | Path, split: str,
     out_dir = prepare_out_dir(out)
     preds = infer(net, index, eval_transform(dcfg), names, columns=columns, batch_size=batch_size, workers=workers,
                   device=dev, amp=amp, channels_last=channels_last, draft=draft, desc="evaluate", name=name,
-                  meta={"model": name, "weights": tag})
+                  meta={"model": name, "weights": tag}, tta=tta)
     if preds.n == 0:
         raise UserError(f"none of the {len(index)} images in {index.root} could be decoded")
     metrics = preds.restrict().save(out_dir, title=f"{name} on {split}, restricted to {len(names)} classes")

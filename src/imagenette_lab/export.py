@@ -125,6 +125,8 @@ def export_metadata(info: dict[str, Any], source: Path, fmt: str) -> dict[str, A
             "mean": [float(m) for m in dc["mean"]], "std": [float(s) for s in dc["std"]],
             "steps": "RGB; resize the short side to `resize` (antialiased), centre-crop `crop`, "
                      "scale to [0, 1], subtract mean, divide by std",
+            # flip: the run's scores average each image's logits with its mirror's (data.tta)
+            "tta": dc.get("tta", "none"),
         },
         "opset": OPSET if fmt == "onnx" else None,
     }

@@ -104,7 +104,7 @@ def load_onnx_predictor(path: str | Path, device: torch.device | str = "cpu"):
         labels = [str(i) for i in range(model.num_classes)]
     else:
         pre = meta.get("preprocessing") or {}
-        data_cfg = {k: pre[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation") if k in pre}
+        data_cfg = {k: pre[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "tta") if k in pre}
         labels = [str(x) for x in meta.get("class_names") or []]
         size = tuple(int(v) for v in data_cfg.get("input_size", (3, 0, 0))[-2:])
         if model.input_hw is not None and size != model.input_hw:

@@ -158,7 +158,8 @@ def predict(
         index = SplitIndex(Path("."), "files", list(predictor.labels), samples)
         preds = infer(predictor.model, index, eval_transform(predictor.data_cfg), predictor.labels,
                       batch_size=batch_size, workers=workers, device=predictor.device, amp=amp,
-                      channels_last=channels_last, draft=draft, desc="predict", skip_errors=True)
+                      channels_last=channels_last, draft=draft, desc="predict", skip_errors=True,
+                      tta=predictor.data_cfg.get("tta", "none"))
         for path in preds.meta["skipped"]:
             skip(Skip(path, "could not be decoded or preprocessed"))
         top_p, top_i = torch.from_numpy(preds.probs()).float().topk(k, dim=1)

@@ -245,13 +245,14 @@ def infer(
     meta: dict[str, Any] | None = None,
     skip_errors: bool = False,
     source: dict[str, Any] | None = None,
+    tta: str = "none",
 ) -> Predictions:
     """Score every image of `index` (a SplitIndex) with `model` on the fast path; sorted by index.
 
     Items that fail to decode (or, with `skip_errors`, to preprocess) are missing from the result
-    and listed in meta["skipped"].
+    and listed in meta["skipped"]. `tta="flip"` averages each image's logits with its mirror's.
     """
-    from imagenette_lab.engine.evaluate import make_loader, run_inference
+    from imagenette_lab.engine.evaluate import make_loader, run_inference, tta_fn
     from imagenette_lab.engine.features import weights_fingerprint
 
     from imagenette_lab.data.sources import make_dataset
@@ -260,7 +261,8 @@ def infer(
     folder = (TolerantFolder(index, transform, draft=draft) if skip_errors
               else make_dataset(index, transform, draft=draft, **(source or {})))
     loader = make_loader(folder, batch_size, _workers(workers, len(index), batch_size))
-    res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last, desc=desc)
+    res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last, desc=desc,
+                        fn=tta_fn(tta))
     order = np.argsort(res.indices.numpy(), kind="stable")
     indices = res.indices.numpy()[order]
     targets = res.labels.numpy()[order]
@@ -268,10 +270,11 @@ def infer(
     paths = [str(index.samples[i].path) for i in indices]
     arrived = set(indices.tolist())
     skipped = [str(s.path) for i, s in enumerate(index.samples) if i not in arrived]
-    preprocess = repr(transform)
+    preprocess = repr(transform) + ("" if tta in (None, "none") else f" + tta={tta}")
     info = {"split": getattr(index, "split", ""), "seconds": round(res.seconds, 3),
             "images_per_s": round(res.images_per_s, 2), "n_skipped": len(skipped), "skipped": skipped,
-            "amp": amp, "channels_last": channels_last, "batch_size": batch_size, **(meta or {})}
+            "amp": amp, "channels_last": channels_last, "batch_size": batch_size, "tta": tta or "none",
+            **(meta or {})}
     fp = {"model": weights_fingerprint(model), "data": data_fingerprint(paths, targets, preprocess)}
     if logits.ndim != 2:
         raise UserError(f"the model outputs {tuple(logits.shape[1:])} per image, not one score per class")

@@ -104,6 +104,7 @@ class ModelInfo:
 class Settings:
     img_size: int | None = None
     eval_size: int | None = None  # only when evaluated at another size than trained (data.eval_size)
+    tta: str | None = None  # test-time augmentation of every evaluation (data.tta), None when off
     epochs: int | None = None
     epochs_run: int | None = None
     train_per_class: int | None = None  # None: every train image
@@ -236,6 +237,7 @@ def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], ep
                      "metric": best.get("metric")}
     settings = {
         "img_size": d.img_size, "eval_size": d.eval_size if d.eval_px != d.img_size else None,
+        "tta": None if d.tta == "none" else d.tta,
         "epochs": t.epochs + t.finetune_epochs, "epochs_run": epochs_run,
         "train_per_class": d.limit_per_class or None, "n_train": n_train, "n_val": n_val,
         "val_split": d.val_split, **val_sample(dataset, d.val_split, n_val, d.val_limit_per_class),

@@ -15,6 +15,7 @@ from imagenette_lab.engine.evaluate import (
     resolve_device,
     run_inference,
     skipped_paths,
+    tta_fn,
 )
 from imagenette_lab.errors import UserError
 
@@ -88,6 +89,23 @@ def test_inference_with_workers_bf16_and_custom_fn(clean_dataset):
     assert res.n == len(index) == 9 and res.n_skipped == 0
     assert res.outputs.dtype is torch.float32 and res.outputs.shape == (9, 3 * 32 * 32)
     assert sorted(res.indices.tolist()) == list(range(9))
+
+
+def test_flip_tta_averages_each_image_with_its_mirror(clean_dataset):
+    index, ds = _dataset(clean_dataset, "val")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))  # not mirror-symmetric
+    plain = run_inference(model, make_loader(ds, 4, 0), device="cpu", amp="off", channels_last=False)
+    tta = run_inference(model, make_loader(ds, 4, 0), device="cpu", amp="off", channels_last=False,
+                        fn=tta_fn("flip"))
+    x = torch.stack([ds[i][0] for i in tta.indices.tolist()])
+    with torch.no_grad():
+        mirrored = model(x.flip(-1))
+    torch.testing.assert_close(tta.outputs, (plain.outputs + mirrored) / 2)
+    assert not torch.allclose(tta.outputs, plain.outputs)
+    assert tta_fn("none") is None and tta_fn(None) is None
+    with pytest.raises(UserError, match="test-time augmentation"):
+        tta_fn("rotate")
 
 
 def test_all_bad_batch_is_skipped(tiny_dataset):

@@ -60,6 +60,29 @@ def test_eval_size_above_the_train_size(data: Path, tmp_path: Path, monkeypatch)
     assert "trained at 24 px, evaluated at 32 px" in settings_items(read_run(tmp_path / "fixres"))
 
 
+def test_flip_tta_follows_the_run(data: Path, tmp_path: Path) -> None:
+    """data.tta=flip: every evaluation of the run, and evaluate/predict of its checkpoint, use it."""
+    import imagenette_lab.api as lab
+    from imagenette_lab.predictions import Predictions
+    from imagenette_lab.report.describe import settings_items
+    from imagenette_lab.runrecord import read_run
+
+    extra = TINY + CACHED + ["data.img_size=24", "train.epochs=2", "data.tta=flip", "train.eval_every=2"]
+    res = train(cfg_for(data, tmp_path, "tta", extra))
+    run = tmp_path / "tta"
+    hist = [json.loads(r) for r in (run / "history.jsonl").read_text().splitlines()]
+    assert hist[0]["val_acc"] is None and hist[1]["val_acc"] == res["metrics"]["accuracy"]
+    reported = Predictions.load(run / "eval" / "predictions.npz")
+    assert reported.meta["tta"] == "flip" and "24 px with flip TTA" in settings_items(read_run(run))
+    same = lab.evaluate(run, data, tmp_path / "again", workers=0)
+    assert same.metrics.accuracy == res["metrics"]["accuracy"]
+    again = Predictions.load(tmp_path / "again" / "predictions.npz")
+    assert (again.logits == reported.logits).all()
+    lab.evaluate(run, data, tmp_path / "plain", workers=0, tta="none")
+    plain = Predictions.load(tmp_path / "plain" / "predictions.npz")
+    assert plain.meta["tta"] == "none" and not (plain.logits == reported.logits).all()
+
+
 def test_cached_progressive_run_resumes_exactly(data: Path, tmp_path: Path) -> None:
     extra = TINY + CACHED + ["data.img_size=32", "train.epochs=3", "data.workers=1"]
     ref = train(cfg_for(data, tmp_path, "ref", extra))

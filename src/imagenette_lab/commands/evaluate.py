@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
                    help="mixed precision (default: the run's train.amp, or auto = bf16 on CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--tta", choices=("none", "flip"), default=None,
+                   help="test-time augmentation: flip averages each image's logits with its mirror's "
+                   "(default: the run's data.tta, or none)")
     p.add_argument("--limit-per-class", type=int, default=None, metavar="N",
                    help="at most N seeded images per class (default: the run's own val subset on its val "
                    "split, else all)")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     r = lab.evaluate(args.model, args.root, args.out, split=args.split, batch_size=args.batch_size,
                      workers=args.workers, device=args.device, amp=args.amp, limit_per_class=args.limit_per_class,
-                     weights=args.weights, weights_file=args.weights_file, class_map=args.class_map)
+                     weights=args.weights, weights_file=args.weights_file, class_map=args.class_map, tta=args.tta)
     m = r.details
     lo, hi = m["ci"]["accuracy"]
     print(f"{args.out}: accuracy {m['accuracy']:.4f} [{lo:.4f}, {hi:.4f}], macro F1 {m['macro_f1']:.4f} "

@@ -131,6 +131,16 @@ def _expected_items(loader: DataLoader) -> int:
     return len(loader.sampler)  # type: ignore[arg-type]
 
 
+def tta_fn(tta: str | None) -> Callable[[nn.Module, Tensor], Tensor] | None:
+    """`run_inference`'s fn for test-time augmentation: "flip" averages the logits of each image and
+    its horizontal mirror (what the flip in training augments; FFCV's `lr_tta`), at twice the cost."""
+    if tta in (None, "", "none"):
+        return None
+    if tta == "flip":
+        return lambda m, x: (m(x) + m(x.flip(-1))) / 2
+    raise UserError(f"unknown test-time augmentation '{tta}' (choose none or flip)")
+
+
 def run_inference(
     model: nn.Module,
     loader: DataLoader,

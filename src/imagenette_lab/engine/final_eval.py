@@ -37,7 +37,7 @@ class FinalEval:
             self.rule, self.best = "last", {"rule": "last", "metric": None, "value": None, "epoch": ckpt["epoch"]}
         c, b = self.cfg, self.best
         kw = dict(batch_size=c.data.batch_size, workers=c.data.workers, device=self.device, amp=c.train.amp,
-                  channels_last=c.model.channels_last, name=c.name)
+                  channels_last=c.model.channels_last, name=c.name, tta=self.data_cfg.get("tta", "none"))
         info = {"checkpoint": str(path), "selection": sel.selection_record(b, self.rule, len(self.holdout_pos))}
         preds = infer(self.model, self.val_index, eval_transform(self.data_cfg), self.class_names,
                       desc="eval", meta=info, **kw)

@@ -45,7 +45,7 @@ from imagenette_lab.engine.checkpoint import (
 from imagenette_lab.engine.fast import compiled, progressive_size, reuse_freed_memory
 from imagenette_lab.engine.final_eval import FinalEval
 from imagenette_lab.engine.evaluate import (
-    amp_dtype, make_loader, resolve_device, run_inference, skipped_paths,
+    amp_dtype, make_loader, resolve_device, run_inference, skipped_paths, tta_fn,
 )
 from imagenette_lab.engine.loop import (
     EpochState, NonFiniteLoss, StepContext, StopRequest, head_logits,
@@ -106,6 +106,10 @@ class Trainer(FinalEval):
         else:
             self.data_cfg = dict(data_config(self.model, m.name, (m.weights or "DEFAULT") if m.pretrained else None))
             self.data_cfg.update(input_size=(3, d.eval_px, d.eval_px), crop_pct=d.eval_crop_pct)
+        # In the checkpoint's data_cfg, so evaluate/predict score the same way; a resume may change it.
+        self.data_cfg.pop("tta", None)
+        if d.tta != "none":
+            self.data_cfg["tta"] = d.tta
         self.source = source_from_config(d, cfg.seed, self.data_cfg.get("interpolation", "bilinear"))
         if dist.is_main():  # tensor caches (data.cache) are built once, by rank 0, before training
             prepare_source([self.full_train_index, self.val_index], **self.source)  # covers the holdout
@@ -364,7 +368,8 @@ class Trainer(FinalEval):
             sampler = dist.ShardSampler(len(ds))  # no padding: every val image counted exactly once
             loader = make_loader(ds, self.cfg.data.batch_size, self.cfg.data.workers, sampler=sampler)
             res = run_inference(self.model, loader, device=self.device, amp=self.cfg.train.amp,
-                                channels_last=self.cfg.model.channels_last, desc="holdout" if holdout else "val")
+                                channels_last=self.cfg.model.channels_last, desc="holdout" if holdout else "val",
+                                fn=tta_fn(self.data_cfg.get("tta")))
             logits, labels = res.outputs, res.labels
         m = val_metrics(logits, labels, len(self.classes))
         return {k.replace("val_", "holdout_"): v for k, v in m.items()} if holdout else m

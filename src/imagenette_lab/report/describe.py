@@ -115,10 +115,11 @@ def title(rec: RunRecord | None, kind: str | None, label: str, role: str | None 
 
 
 def px_text(s: Any) -> str:
-    """"112 px", or "trained at 112 px, evaluated at 128 px" (data.eval_size)."""
+    """"112 px", or "trained at 112 px, evaluated at 128 px" (data.eval_size), + " with flip TTA" (data.tta)."""
+    tta = f" with {s.tta} TTA" if getattr(s, "tta", None) else ""
     if s.eval_size and s.eval_size != s.img_size:
-        return f"trained at {s.img_size} px, evaluated at {s.eval_size} px"
-    return f"{s.img_size} px"
+        return f"trained at {s.img_size} px, evaluated at {s.eval_size} px{tta}"
+    return f"{s.img_size} px{tta}"
 
 
 def _n(v: Any) -> str:
