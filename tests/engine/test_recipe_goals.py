@@ -44,8 +44,8 @@ def _scratch_baseline_s(out: Path) -> float:
 
 def test_exp2_fast_cpu_reaches_085_in_half_the_time(tmp_path: Path) -> None:
     """exp2_fast_cpu (tensor cache + progressive resizing): >= .85 in at most half of exp2_scratch_cpu's wall
-    time on the same machine. Not met yet: on a 2-core Zen 4 EPYC, with flip TTA, 0.836-0.848 over three
-    seeds (a 192 px cache trial) in ~0.5x of exp2_scratch_cpu's ~40-45 min: benchmarks/README.md."""
+    time on the same machine. Not met yet: on a 2-core Zen 4 EPYC, with flip TTA, 0.849, 0.848 and 0.835
+    (seeds 0-2) in 0.51-0.54x of exp2_scratch_cpu's ~39-40 min: benchmarks/README.md."""
     baseline_s = _scratch_baseline_s(tmp_path / "baseline")
     meta = _run("exp2_fast_cpu", tmp_path)
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
