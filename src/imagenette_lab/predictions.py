@@ -261,8 +261,8 @@ def infer(
     folder = (TolerantFolder(index, transform, draft=draft) if skip_errors
               else make_dataset(index, transform, draft=draft, **(source or {})))
     loader = make_loader(folder, batch_size, _workers(workers, len(index), batch_size))
-    res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last, desc=desc,
-                        fn=tta_fn(tta))
+    fn = tta_fn(tta)
+    res = run_inference(model, loader, device=device, amp=amp, channels_last=channels_last, desc=desc, fn=fn)
     order = np.argsort(res.indices.numpy(), kind="stable")
     indices = res.indices.numpy()[order]
     targets = res.labels.numpy()[order]
@@ -270,10 +270,10 @@ def infer(
     paths = [str(index.samples[i].path) for i in indices]
     arrived = set(indices.tolist())
     skipped = [str(s.path) for i, s in enumerate(index.samples) if i not in arrived]
-    preprocess = repr(transform) + ("" if tta in (None, "none") else f" + tta={tta}")
+    preprocess = repr(transform) + ("" if fn is None else f" + tta={tta}")
     info = {"split": getattr(index, "split", ""), "seconds": round(res.seconds, 3),
             "images_per_s": round(res.images_per_s, 2), "n_skipped": len(skipped), "skipped": skipped,
-            "amp": amp, "channels_last": channels_last, "batch_size": batch_size, "tta": tta or "none",
+            "amp": amp, "channels_last": channels_last, "batch_size": batch_size, "tta": tta if fn else "none",
             **(meta or {})}
     fp = {"model": weights_fingerprint(model), "data": data_fingerprint(paths, targets, preprocess)}
     if logits.ndim != 2:

@@ -116,7 +116,7 @@ def title(rec: RunRecord | None, kind: str | None, label: str, role: str | None 
 
 def px_text(s: Any) -> str:
     """"112 px", or "trained at 112 px, evaluated at 128 px" (data.eval_size), + " with flip TTA" (data.tta)."""
-    tta = f" with {s.tta} TTA" if getattr(s, "tta", None) else ""
+    tta = f" with {s.tta} TTA" if s.tta else ""
     if s.eval_size and s.eval_size != s.img_size:
         return f"trained at {s.img_size} px, evaluated at {s.eval_size} px{tta}"
     return f"{s.img_size} px{tta}"
