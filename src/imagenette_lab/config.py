@@ -73,6 +73,7 @@ class ModelConfig:
     head: str = "study"  # study = BatchNorm -> Dropout -> Linear (the paper's head)
     dropout: float = 0.2
     drop_path: float | None = None  # stochastic-depth rate (timm drop_path_rate); None = the model's default
+    zero_init_last: bool = False  # random init: each residual block's last BatchNorm starts at 0 (identity)
     channels_last: bool = True
 
 

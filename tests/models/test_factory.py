@@ -229,3 +229,35 @@ def test_drop_path_sets_the_stochastic_depth_rate():
     assert max(rates(create_classifier("timm:efficientnet_b0", 3, drop_path=0.1), DropPath, "drop_prob")) > 0
     with pytest.raises(UserError, match="no stochastic depth"):
         create_classifier("resnet18", 3, drop_path=0.1)
+
+
+
+@pytest.mark.parametrize("name, blocks", [("efficientnet_b0", 9), ("timm:efficientnet_b0", 9), ("resnet18", 8),
+                                          ("timm:resnet10t", 4)])
+def test_zero_init_last_zeroes_one_batchnorm_per_residual_block(name, blocks):
+    def zero_weights(model):
+        return [k for k, p in model.state_dict().items() if k.endswith(".weight") and not p.any()]
+
+    kw = {"drop_path": 0.0} if "efficientnet" in name else {}
+    assert len(zero_weights(create_classifier(name, 3, zero_init_last=True, **kw))) == blocks
+    if not name.startswith("timm:resnet"):  # timm's ResNets zero-init by default
+        assert zero_weights(create_classifier(name, 3, **kw)) == []
+
+
+def test_zero_init_last_residual_blocks_start_as_identity():
+    from torchvision.models.efficientnet import MBConv
+
+    model = create_classifier("efficientnet_b0", 3, drop_path=0.0, zero_init_last=True).eval()
+    blocks = [m for m in model.modules() if isinstance(m, MBConv) and m.use_res_connect]
+    for block in blocks:
+        x = torch.randn(2, block.block[0][0].in_channels, 8, 8)
+        torch.testing.assert_close(block(x), x, rtol=0, atol=0)  # the branch adds exactly 0
+
+
+def test_zero_init_last_refuses_trained_weights_and_unknown_blocks(tmp_path):
+    with pytest.raises(UserError, match="random init"):
+        create_classifier("resnet18", 3, pretrained=True, zero_init_last=True)
+    with pytest.raises(UserError, match="random init"):
+        create_classifier("resnet18", 3, weights_file=tmp_path / "w.pth", zero_init_last=True)
+    with pytest.raises(UserError, match="no residual blocks known in squeezenet1_0"):
+        create_classifier("squeezenet1_0", 3, zero_init_last=True)

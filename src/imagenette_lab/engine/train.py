@@ -99,7 +99,8 @@ class Trainer(FinalEval):
         self.model = create_classifier(
             m.name, len(self.classes), pretrained=tag is not None, weights=tag,
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
-            head=m.head, dropout=m.dropout, drop_path=m.drop_path)
+            head=m.head, dropout=m.dropout, drop_path=m.drop_path,
+            zero_init_last=m.zero_init_last)
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])

@@ -19,7 +19,7 @@ from timm.data import resolve_data_config
 from torch import Tensor, nn
 
 from imagenette_lab.errors import UsageError, UserError
-from imagenette_lab.models import lite0
+from imagenette_lab.models import lite0, zero_init
 from imagenette_lab.utils import safe_torch_load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -399,18 +399,25 @@ def create_classifier(
     head: str = "study",
     dropout: float = 0.2,
     drop_path: float | None = None,
+    zero_init_last: bool = False,
 ) -> Classifier:
     """A `num_classes`-way Classifier on the backbone of an ImageNet model.
 
     pretrained / weights pick the backbone's ImageNet weights ("DEFAULT" when only pretrained=True);
     weights_file loads a local checkpoint instead (its classifier keys may differ: the head is new).
     drop_path: the backbone's stochastic-depth rate (None = its default).
+    zero_init_last: random init only: each residual block starts as the identity (models/zero_init.py).
     """
     if num_classes < 1:
         raise UsageError(f"num_classes must be >= 1, got {num_classes}")
     source, arch = resolve_name(name)
     tag = None if weights_file is not None else (weights or ("DEFAULT" if pretrained else None))
+    if zero_init_last and (tag is not None or weights_file is not None):
+        raise UserError("model.zero_init_last is for random init; this backbone loads trained weights")
     model = _build(source, arch, tag, drop_path)
+    if zero_init_last and zero_init.zero_init_last(model) == 0:
+        raise UserError(f"model.zero_init_last: no residual blocks known in {name} "
+                        "(torchvision/timm EfficientNet and ResNet-style blocks are)")
     paths = _classifier_paths(model, source, name)
     if weights_file is not None:
         load_weights_file(model, weights_file, name, ignore_prefixes=paths)
