@@ -231,7 +231,6 @@ def test_drop_path_sets_the_stochastic_depth_rate():
         create_classifier("resnet18", 3, drop_path=0.1)
 
 
-
 @pytest.mark.parametrize("name, blocks", [("efficientnet_b0", 9), ("timm:efficientnet_b0", 9), ("resnet18", 8),
                                           ("timm:resnet10t", 4)])
 def test_zero_init_last_zeroes_one_batchnorm_per_residual_block(name, blocks):
