@@ -237,10 +237,9 @@ def test_zero_init_last_zeroes_one_batchnorm_per_residual_block(name, blocks):
     def zero_weights(model):
         return [k for k, p in model.state_dict().items() if k.endswith(".weight") and not p.any()]
 
-    kw = {"drop_path": 0.0} if "efficientnet" in name else {}
-    assert len(zero_weights(create_classifier(name, 3, zero_init_last=True, **kw))) == blocks
+    assert len(zero_weights(create_classifier(name, 3, zero_init_last=True))) == blocks
     if not name.startswith("timm:resnet"):  # timm's ResNets zero-init by default
-        assert zero_weights(create_classifier(name, 3, **kw)) == []
+        assert zero_weights(create_classifier(name, 3)) == []
 
 
 def test_zero_init_last_residual_blocks_start_as_identity():
