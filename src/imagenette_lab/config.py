@@ -100,6 +100,9 @@ class TrainConfig:
     finetune_epochs: int = 0  # > 0: unfreeze the base for a second, low-LR stage (disables the cache)
     finetune_lr: float = 1e-4
     eval_every: int = 1
+    # > 0: after training, BatchNorm statistics re-estimated on this many train images' eval views
+    # (engine/recalibrate.py); the reported checkpoint keeps them
+    recalibrate_bn: int = 0
     explain: bool = True  # Grad-CAM figures of the final evaluation (gradcam_grid.png, top_losses_cam.png)
     monitor: str = "val_acc"  # the metric that picks the `best` checkpoint, computed on the selection split
     # auto = best epoch on the holdout (last epoch without one); eval_split selects on val: explicit only

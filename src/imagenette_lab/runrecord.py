@@ -28,8 +28,8 @@ run.json, format version 1 (`format_version`): kind, name, role (exp1/exp2/exp3 
 cpu_flags, cpu_count, torch_threads, platform), peak_rss_mib {process}, and
 `model` {name, display, pretrained, weights, weights_file, weights_source, frozen_base},
 `settings` {img_size, epochs, epochs_run, train_per_class, n_train, n_val, val_split,
-val_is_sample, val_full_size, selection, feature_cache}, `dataset` {root, classes, n_classes,
-is_imagenette}; plus kind-specific fields (metrics, probe, images_per_s ...).
+val_is_sample, val_full_size, selection, feature_cache, recalibrate_bn}, `dataset` {root, classes,
+n_classes, is_imagenette}; plus kind-specific fields (metrics, probe, images_per_s ...).
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class Settings:
     val_full_size: int | None = None  # the full split's size when val is a sample of it
     selection: dict[str, Any] | None = None  # {"rule", "split", "epoch", ...}
     feature_cache: bool | None = None
+    recalibrate_bn: int | None = None  # train images whose eval views re-estimated BatchNorm statistics
 
 
 @dataclass
@@ -224,11 +225,13 @@ def val_sample(dataset: dict[str, Any], split: str | None, n_val: int | None,
 
 
 def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], epochs_run: int,
-                   best: dict[str, Any] | None, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+                   best: dict[str, Any] | None, selection: dict[str, Any] | None = None,
+                   recalibrated: int | None = None) -> dict[str, Any]:
     """run.json fields of a training run: role, stage, model, settings, dataset.
 
     `selection`: how the reported checkpoint was chosen ({rule, split, epoch, metric, ...}); without
-    it, the best epoch on the evaluated split (`best`) is recorded as such."""
+    it, the best epoch on the evaluated split (`best`) is recorded as such. `recalibrated`: the train
+    images whose eval views re-estimated the BatchNorm statistics (train.recalibrate_bn)."""
     m, d, t = cfg.model, cfg.data, cfg.train
     dataset = dataset_info(d.root, classes)
     if selection is None and best and best.get("epoch") is not None:
@@ -242,6 +245,7 @@ def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], ep
         "train_per_class": d.limit_per_class or None, "n_train": n_train, "n_val": n_val,
         "val_split": d.val_split, **val_sample(dataset, d.val_split, n_val, d.val_limit_per_class),
         "selection": selection, "feature_cache": bool(t.feature_cache),
+        "recalibrate_bn": recalibrated,
     }
     return {"role": getattr(cfg, "role", None), "stage": getattr(cfg, "stage", None),
             "model": model_info(m.name, m.pretrained, m.weights, m.weights_file, m.freeze_base),

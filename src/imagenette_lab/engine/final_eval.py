@@ -14,8 +14,11 @@ from imagenette_lab import runrecord as rr
 from imagenette_lab.data.transforms import eval_transform
 from imagenette_lab.engine import features as feat
 from imagenette_lab.engine import selection as sel
-from imagenette_lab.engine.checkpoint import BEST, LAST, checkpoint_dir, load_checkpoint, load_model_state
+from imagenette_lab.engine.checkpoint import (
+    BEST, LAST, checkpoint_dir, load_checkpoint, load_model_state, save_checkpoint,
+)
 from imagenette_lab.engine.plan import plan_stages
+from imagenette_lab.engine.recalibrate import recalibrate_bn
 
 log = logging.getLogger("imagenette_lab.engine.train")  # one logger for the whole run's lines
 
@@ -36,6 +39,8 @@ class FinalEval:
             log.warning("no checkpoints/best.pt (train.checkpoints_keep): reporting the last epoch")
             self.rule, self.best = "last", {"rule": "last", "metric": None, "value": None, "epoch": ckpt["epoch"]}
         c, b = self.cfg, self.best
+        if c.train.recalibrate_bn:
+            self.recalibrated = self._recalibrate(ckpt, path)
         kw = dict(batch_size=c.data.batch_size, workers=c.data.workers, device=self.device, amp=c.train.amp,
                   channels_last=c.model.channels_last, name=c.name, tta=self.data_cfg.get("tta", "none"))
         info = {"checkpoint": str(path), "selection": sel.selection_record(b, self.rule, len(self.holdout_pos))}
@@ -64,6 +69,21 @@ class FinalEval:
                      "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
         return metrics
 
+    def _recalibrate(self, ckpt: dict[str, Any], path: Any) -> dict[str, Any]:
+        """New BatchNorm statistics for the selected checkpoint (engine/recalibrate.py), written back into
+        it so that evaluate, predict and export score what is reported here. Training mode never reads
+        them, so resuming from this file trains exactly as before; a second final evaluation redoes it."""
+        c = self.cfg
+        done = recalibrate_bn(self.model, self.train_index, eval_transform(self.data_cfg), self.source,
+                              c.train.recalibrate_bn, batch_size=c.data.batch_size, workers=c.data.workers,
+                              device=self.device, amp=c.train.amp, channels_last=c.model.channels_last, seed=c.seed)
+        done["size"] = int(self.data_cfg["input_size"][-1])
+        ckpt["model"], ckpt["recalibrated_bn"] = self.model.state_dict(), done
+        save_checkpoint(ckpt, path)
+        log.info("BatchNorm statistics of %d layers re-estimated on %d train images at %d px (%.1f s) -> %s",
+                 done["layers"], done["images"], done["size"], done["seconds"], path)
+        return done
+
     def run_summary(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """run.json's fields of this training run (the caller adds run_dir and resumed)."""
         summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
@@ -85,6 +105,8 @@ class FinalEval:
             "n_skipped": len(self.skipped),
             "skipped": [{"path": p, "reason": r} for p, r in sorted(self.skipped.items())],
             "probe": self.probe,
+            "recalibrated_bn": self.recalibrated,
             **rr.describe_train(self.cfg, n_train=len(self.train_index), n_val=len(self.val_index),
-                                classes=self.classes, epochs_run=self.epoch, best=self.best, selection=selection),
+                                classes=self.classes, epochs_run=self.epoch, best=self.best, selection=selection,
+                                recalibrated=(self.recalibrated or {}).get("images")),
         }

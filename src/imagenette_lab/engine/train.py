@@ -133,6 +133,7 @@ class Trainer(FinalEval):
             self.skipped.update({p: r for p, r in ckpt.get("skipped", [])})
         self.current: tuple[Stage, StepContext] | None = None
         self.features_seconds = 0.0
+        self.recalibrated: dict[str, Any] | None = None  # train.recalibrate_bn, done by final_eval
         self._cache: tuple[feat.Features, feat.Features] | None = None
         self._holdout_feats: feat.Features | None = None
 

@@ -171,6 +171,9 @@ def settings_items(rec: RunRecord, throughput: str = "") -> list[str]:
             items.append(f"all {_n(s.n_train)} train images")
         if s.feature_cache:
             items.append("base features computed once and cached")
+        if is_number(s.recalibrate_bn):
+            items.append(f"BatchNorm statistics re-estimated on {_n(s.recalibrate_bn)} train images at "
+                         f"{s.eval_size or s.img_size} px")
     elif rec.kind in ("zero_shot", "evaluate"):
         items.append("no training")
     if is_number(s.n_val):
