@@ -56,7 +56,9 @@ def assert_unchanged(a: torch.Tensor, out: torch.Tensor) -> None:
 
 def test_a_run_reports_and_keeps_the_new_statistics(data: Path, tmp_path: Path) -> None:
     from imagenette_lab.api import evaluate
+    from imagenette_lab.report.collect import load_run
     from imagenette_lab.report.describe import settings_items
+    from imagenette_lab.report.summary import summarise
     from imagenette_lab.runrecord import read_run
 
     extra = TINY + ["data.cache=true", "data.img_size=24", "data.eval_size=32", "train.epochs=2",
@@ -72,7 +74,10 @@ def test_a_run_reports_and_keeps_the_new_statistics(data: Path, tmp_path: Path) 
     # evaluate/predict/export read the reported checkpoint: evaluate scores what run.json reports.
     again = evaluate(run, data, tmp_path / "ev", workers=0)
     assert again.metrics.accuracy == res["metrics"]["accuracy"]
-    assert "BatchNorm statistics re-estimated on 39 train images at 32 px" in settings_items(read_run(run))
+    rec = read_run(run)
+    assert "BatchNorm statistics re-estimated on 39 train images at 32 px" in settings_items(rec)
+    lines = summarise(load_run(run, "recal", "train"))  # the report's "What this shows"
+    assert any("(before the BatchNorm statistics were re-estimated)" in line for line in lines)
 
 
 @pytest.mark.parametrize("extra, msg", [

@@ -96,6 +96,8 @@ def _train(run: Run, rec: rr.RunRecord) -> list[str]:
         ta = pd.to_numeric(hist["train_acc"], errors="coerce").dropna()
         if len(va) and len(ta):
             text = f"At the last epoch train accuracy is {ta.iloc[-1]:.3f} and val accuracy {va.iloc[-1]:.3f}"
+            if is_number(s.recalibrate_bn):  # the epoch rows are scored before train.recalibrate_bn
+                text += " (before the BatchNorm statistics were re-estimated)"
             if ta.iloc[-1] - va.iloc[-1] > 0.05:
                 text += ": the model fits its train images clearly better than unseen ones"
             if len(va) >= 3 and va.iloc[-1] > va.iloc[-2] + 0.005 and va.iloc[-1] >= va.max() - 1e-9:
