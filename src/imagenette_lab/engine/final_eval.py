@@ -8,6 +8,7 @@ apart so train.py reads in one sitting.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from imagenette_lab import runrecord as rr
@@ -69,7 +70,7 @@ class FinalEval:
                      "skipped" if cmp["mcnemar_exact_p"] is None else f"{cmp['mcnemar_exact_p']:.3g}")
         return metrics
 
-    def _recalibrate(self, ckpt: dict[str, Any], path: Any) -> dict[str, Any]:
+    def _recalibrate(self, ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         """New BatchNorm statistics for the selected checkpoint (engine/recalibrate.py), written back into
         it so that evaluate, predict and export score what is reported here. Training mode never reads
         them, so resuming from this file trains exactly as before; a second final evaluation redoes it."""

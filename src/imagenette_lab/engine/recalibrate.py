@@ -2,9 +2,10 @@
 
 The running statistics BatchNorm keeps while training (an exponential average, mostly over the last
 few dozen batches) come from random-resized crops at the train size: the objects in them are larger
-than in the centre crop at data.eval_size the model is scored on (Touvron et al. 2019, FixRes). A forward pass over the eval views of N train images replaces them with a plain average;
-the weights are untouched and val is never seen. Hand-written rather than torch.optim.swa_utils.update_bn,
-which puts the whole model in train mode: here only BatchNorm is, so dropout and stochastic depth stay off.
+than in the centre crop at data.eval_size the model is scored on (Touvron et al. 2019, FixRes). A
+forward pass over the eval views of N train images replaces them with a plain average; the weights are
+untouched and val is never seen. Hand-written rather than torch.optim.swa_utils.update_bn, which puts
+the whole model in train mode: here only BatchNorm is, so dropout and stochastic depth stay off.
 """
 
 from __future__ import annotations
