@@ -103,6 +103,10 @@ class TrainConfig:
     # > 0: after training, BatchNorm statistics re-estimated on this many train images' eval views
     # (engine/recalibrate.py); the reported checkpoint keeps them
     recalibrate_bn: int = 0
+    # FreezeOut-style (Brock et al. 2017): these submodules (model.named_modules() names, e.g. base.features.0)
+    # stop training for the last freeze_last_epochs epochs: no backward through the early, large maps
+    freeze_modules: list[str] = field(default_factory=list)
+    freeze_last_epochs: int = 0
     explain: bool = True  # Grad-CAM figures of the final evaluation (gradcam_grid.png, top_losses_cam.png)
     monitor: str = "val_acc"  # the metric that picks the `best` checkpoint, computed on the selection split
     # auto = best epoch on the holdout (last epoch without one); eval_split selects on val: explicit only

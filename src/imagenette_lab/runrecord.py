@@ -28,8 +28,8 @@ run.json, format version 1 (`format_version`): kind, name, role (exp1/exp2/exp3 
 cpu_flags, cpu_count, torch_threads, platform), peak_rss_mib {process}, and
 `model` {name, display, pretrained, weights, weights_file, weights_source, frozen_base},
 `settings` {img_size, epochs, epochs_run, train_per_class, n_train, n_val, val_split,
-val_is_sample, val_full_size, selection, feature_cache, recalibrate_bn}, `dataset` {root, classes,
-n_classes, is_imagenette}; plus kind-specific fields (metrics, probe, images_per_s ...).
+val_is_sample, val_full_size, selection, feature_cache, recalibrate_bn, frozen_late}, `dataset` {root,
+classes, n_classes, is_imagenette}; plus kind-specific fields (metrics, probe, images_per_s ...).
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class Settings:
     selection: dict[str, Any] | None = None  # {"rule", "split", "epoch", ...}
     feature_cache: bool | None = None
     recalibrate_bn: int | None = None  # train images whose eval views re-estimated BatchNorm statistics
+    frozen_late: dict[str, Any] | None = None  # {"modules", "epochs"}: train.freeze_modules, last epochs
 
 
 @dataclass
@@ -246,6 +247,8 @@ def describe_train(cfg: Any, *, n_train: int, n_val: int, classes: list[str], ep
         "val_split": d.val_split, **val_sample(dataset, d.val_split, n_val, d.val_limit_per_class),
         "selection": selection, "feature_cache": bool(t.feature_cache),
         "recalibrate_bn": recalibrated,
+        "frozen_late": {"modules": list(t.freeze_modules), "epochs": t.freeze_last_epochs}
+        if t.freeze_modules else None,
     }
     return {"role": getattr(cfg, "role", None), "stage": getattr(cfg, "stage", None),
             "model": model_info(m.name, m.pretrained, m.weights, m.weights_file, m.freeze_base),

@@ -80,6 +80,13 @@ def validate_config(cfg: RunConfig) -> None:
          "train.recalibrate_bn is for networks trained whole: a frozen base keeps its ImageNet statistics"),
         (not cfg.train.recalibrate_bn or not cfg.train.sync_bn,
          "train.recalibrate_bn runs on one process after training: not with train.sync_bn"),
+        (0 <= cfg.train.freeze_last_epochs < cfg.train.epochs,
+         "train.freeze_last_epochs must be >= 0 and fewer than train.epochs"),
+        (bool(cfg.train.freeze_modules) == (cfg.train.freeze_last_epochs > 0),
+         "train.freeze_modules and train.freeze_last_epochs go together (e.g. [base.features.0] and 4)"),
+        (not cfg.train.freeze_modules or not (cfg.model.freeze_base or cfg.train.finetune_epochs),
+         "train.freeze_modules is for networks trained whole in one stage: not with model.freeze_base or "
+         "train.finetune_epochs"),
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.data.mixup >= 0 and cfg.data.cutmix >= 0, "data.mixup/cutmix must be >= 0"),
         (cfg.data.cache_size == 0 or cfg.data.cache_size >= max(cfg.data.img_size, cfg.data.eval_px),

@@ -44,6 +44,7 @@ from imagenette_lab.engine.checkpoint import (
 )
 from imagenette_lab.engine.fast import compiled, progressive_size, reuse_freed_memory
 from imagenette_lab.engine.final_eval import FinalEval
+from imagenette_lab.engine.freeze import check_freeze, freeze_for_epoch
 from imagenette_lab.engine.evaluate import (
     amp_dtype, make_loader, resolve_device, run_inference, skipped_paths, tta_fn,
 )
@@ -101,6 +102,7 @@ class Trainer(FinalEval):
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
             head=m.head, dropout=m.dropout, drop_path=m.drop_path,
             zero_init_last=m.zero_init_last)
+        check_freeze(self.model, cfg.train.freeze_modules, dist.world_size())
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])
@@ -305,6 +307,9 @@ class Trainer(FinalEval):
             sampler.set_epoch(epoch, skip=state.step * cfg.data.batch_size)
             dataset.set_epoch(epoch)
             self._resize_for_epoch(stage, dataset, epoch)
+            if stage.name == "main" and freeze_for_epoch(self.model, cfg.train.freeze_modules,
+                                                         cfg.train.freeze_last_epochs, epoch, stage.epochs):
+                log.info("epoch %d: %s frozen (train.freeze_modules)", epoch, ", ".join(cfg.train.freeze_modules))
             if rng is not None:
                 restore_rng(rng)
             self.current = (stage, ctx)

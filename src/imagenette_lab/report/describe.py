@@ -174,6 +174,10 @@ def settings_items(rec: RunRecord, throughput: str = "") -> list[str]:
         if is_number(s.recalibrate_bn):
             items.append(f"BatchNorm statistics re-estimated on {_n(s.recalibrate_bn)} train images at "
                          f"{s.eval_size or s.img_size} px")
+        late = s.frozen_late if isinstance(s.frozen_late, dict) else {}
+        if late.get("modules") and is_number(late.get("epochs")):
+            last = "the last epoch" if late["epochs"] == 1 else f"the last {_n(late['epochs'])} epochs"
+            items.append(f"{', '.join(map(str, late['modules']))} frozen for {last}")
     elif rec.kind in ("zero_shot", "evaluate"):
         items.append("no training")
     if is_number(s.n_val):
