@@ -29,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 # must then follow the 1-rank run with the same global batch (2 x 4 = 8) up to float summation order.
 SAME = ["model.name=test_efficientnet_gn", "data.img_size=16", "data.workers=0", "train.amp=off",
         "data.augment=none", "model.dropout=0", "train.epochs=2", "data.holdout_frac=0"]
+# The stem and first block stop training in epoch 2: the DDP wrapper must be rebuilt (dist.rewrap).
+FREEZE = ["train.freeze_modules=[base.conv_stem,base.bn1,base.blocks.0]", "train.freeze_last_epochs=1"]
 # No holdout: 24 train images fill whole per-rank batches (the last epoch is reported).
 N_TRAIN, N_VAL = 24, 15  # 3 classes x 8 / x 5: the odd val count would expose padding duplicates
 
@@ -47,7 +49,7 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ddp_run(data: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("runs")
-    sets = [a for s in SAME + ["data.batch_size=4"] for a in ("--set", s)]
+    sets = [a for s in SAME + FREEZE + ["data.batch_size=4"] for a in ("--set", s)]
     proc = torchrun("-m", "imagenette_lab", "train", "--config", "exp2_scratch_cpu", "--root", str(data),
                     "--out", str(out), "--name", "ddp", *sets)
     return out / "ddp", proc
@@ -57,6 +59,7 @@ def test_two_processes_train_like_one(ddp_run, data: Path, tmp_path: Path) -> No
     run, proc = ddp_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed: 2 processes (gloo)" in proc.stderr
+    assert "epoch 2: base.conv_stem, base.bn1, base.blocks.0 frozen" in proc.stderr
     assert proc.stdout.count("val accuracy") == 1  # rank 0 alone reports
     hist = pd.read_csv(run / "history.csv")
     assert list(hist["epoch"]) == [1, 2]
@@ -66,7 +69,7 @@ def test_two_processes_train_like_one(ddp_run, data: Path, tmp_path: Path) -> No
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["world_size"] == 2 and not any(k.startswith("module.") for k in ck["model"])
 
-    cfg = load_config("exp2_scratch_cpu", SAME + ["data.batch_size=8"],
+    cfg = load_config("exp2_scratch_cpu", SAME + FREEZE + ["data.batch_size=8"],
                       extra={"name": "one", "out_dir": str(tmp_path), "data": {"root": str(data)}})
     assert train(cfg)["status"] == "complete"
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")

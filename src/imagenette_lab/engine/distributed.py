@@ -223,7 +223,22 @@ def wrap(task: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(task, device_ids=ids)
+    ddp = DDP(task, device_ids=ids)
+    ddp.trainable_at_wrap = _trainable(task)
+    return ddp
+
+
+def rewrap(task: nn.Module, device: torch.device) -> nn.Module:
+    """A new DDP wrapper when parameters stopped requiring gradients since `wrap` (train.freeze_modules):
+    DDP's reducer waits for a gradient of every parameter it was built with and cannot be told
+    otherwise. A collective: every rank calls it at the same epoch's start."""
+    if world_size() < 2 or task.trainable_at_wrap == _trainable(task.module):
+        return task
+    return wrap(task.module, device)
+
+
+def _trainable(module: nn.Module) -> int:
+    return sum(p.requires_grad for p in module.parameters())
 
 
 def no_sync(task: nn.Module, skip: bool) -> ContextManager[Any]:

@@ -102,7 +102,7 @@ class Trainer(FinalEval):
             weights_file=m.weights_file if fresh else None, freeze_base=m.freeze_base,
             head=m.head, dropout=m.dropout, drop_path=m.drop_path,
             zero_init_last=m.zero_init_last)
-        check_freeze(self.model, cfg.train.freeze_modules, dist.world_size())
+        check_freeze(self.model, cfg.train.freeze_modules)
         if ckpt is not None:
             load_model_state(self.model, ckpt["model"], f"checkpoint in {run_dir}")
             self.data_cfg = dict(ckpt["data_cfg"])
@@ -310,6 +310,7 @@ class Trainer(FinalEval):
             if stage.name == "main" and freeze_for_epoch(self.model, cfg.train.freeze_modules,
                                                          cfg.train.freeze_last_epochs, epoch, stage.epochs):
                 log.info("epoch %d: %s frozen (train.freeze_modules)", epoch, ", ".join(cfg.train.freeze_modules))
+                ctx.task = dist.rewrap(ctx.task, self.device)
             if rng is not None:
                 restore_rng(rng)
             self.current = (stage, ctx)
