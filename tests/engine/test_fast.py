@@ -133,7 +133,7 @@ def test_train_task_switches_small_input_depthwise_convs_under_both_precisions()
         task = TrainTask(net, amp=amp, device="cpu")
         assert type(net[0]) is torch.nn.Conv2d and "SmallInputDepthwise" in str(type(net[1]).__mro__)
         x, t = torch.randn(2, 3, 3, 3), torch.tensor([1, 2])
-        task(x, t)[0].backward()  # under bf16: fp32_depthwise computes its gradients in fp32 (tap sums)
+        task(x, t)[0].backward()  # under bf16: fp32_depthwise runs the switched conv in fp32
         if amp == "off":
             torch.nn.functional.cross_entropy(ref(x), t).backward()
             torch.testing.assert_close(net[1].weight.grad, ref[1].weight.grad)

@@ -1,7 +1,6 @@
 """Training-step speed options that do not change what is learned: progressive resizing's size
 schedule, glibc's heap kept for reuse, global pooling whose backward keeps channels_last, depthwise
-weight gradients by tap sums where the input is smaller than the kernel, depthwise gradients in fp32
-under bf16 autocast (engine/precision.py decides where), BatchNorm + SiLU and
+weight gradients by tap sums where the input is smaller than the kernel, BatchNorm + SiLU and
 squeeze-excitation blocks with leaner backwards, and an optional torch.compile'd model (see
 benchmarks/bench_train.py for measurements)."""
 
@@ -152,44 +151,6 @@ class _SmallInputDepthwise(nn.Conv2d):
             y = _SmallInputDepthwiseFn.apply(x, self.weight, self.stride, self.padding, self.dilation)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         return super().forward(x)
-
-
-class _Fp32BackwardDepthwiseFn(torch.autograd.Function):
-    """Depthwise conv2d (no bias) computed in the input's dtype (bf16 under autocast), its gradients in
-    fp32: the input's by a transposed convolution of the fp32 output gradient (no fp32 copy of the
-    input needed), the weight's by oneDNN, or by `_taps_weight_grad` where the input is smaller than
-    the kernel."""
-
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation):  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.conv = (stride, padding, dilation)
-        return F.conv2d(x, weight.to(x.dtype), None, stride, padding, dilation, x.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation = ctx.conv
-        grad, gx, gw = grad.float(), None, None
-        if ctx.needs_input_grad[0]:
-            extra = [x.shape[d - 2] - ((grad.shape[d - 2] - 1) * stride[d] - 2 * padding[d]
-                                       + dilation[d] * (weight.shape[d - 2] - 1) + 1) for d in (0, 1)]
-            gx = F.conv_transpose2d(grad, weight, None, stride, padding, extra, x.shape[1], dilation).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            x = x.float()
-            if x.shape[-2] < weight.shape[-2] or x.shape[-1] < weight.shape[-1]:
-                gw = _taps_weight_grad(grad, x, weight, stride, padding, dilation)
-            else:
-                gw = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
-                                                         [0, 0], x.shape[1], [False, True, False])[1]
-        return gx, gw, None, None, None
-
-
-def depthwise_fp32_backward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)` for a depthwise nn.Conv2d with numeric, zero padding, computed in x's dtype with its
-    backward in fp32 (for CPU bf16 training: engine/precision.py)."""
-    y = _Fp32BackwardDepthwiseFn.apply(x, conv.weight, conv.stride, conv.padding, conv.dilation)
-    return y if conv.bias is None else y + conv.bias.to(y.dtype).view(1, -1, 1, 1)
 
 
 def small_input_depthwise_grads(model: nn.Module) -> int:

@@ -11,11 +11,10 @@ Unknown hardware gets fp32, the choice that is never much slower than the altern
 Native bf16 is still not always faster for *training*. oneDNN (torch 2.14) has no fast bf16 backward
 for depthwise convolutions with 5x5 kernels or stride 2: 4-15x slower than fp32 on a 2-core AMX Xeon,
 which made EfficientNet-B0 train 2x slower in plain bf16 autocast. So under CPU bf16 autocast the
-trainer computes those convolutions' gradients in fp32 (`fp32_depthwise`; their forwards, the 3x3
-stride-1 depthwise convolutions and every other op stay bf16: B0 at 128 px then trains ~1.2x faster
-than in fp32 on a Zen 4, less at small sizes). And on such CPUs `probe_train_amp` times a few
-forward+backward steps of the run's own model both ways, keeps bf16 only when it is faster, and
-caches the answer on disk per CPU, torch, model and shape.
+trainer runs depthwise convolutions in fp32 (`fp32_depthwise`; every other op stays bf16: B0 at
+128 px then trains ~1.2x faster than in fp32, less at small sizes). And on such CPUs
+`probe_train_amp` times a few forward+backward steps of the run's own model both ways, keeps bf16
+only when it is faster, and caches the answer on disk per CPU, torch, model and shape.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagenette_lab.engine.fast import _SmallInputDepthwise, cpu_training_rewrites, depthwise_fp32_backward
+from imagenette_lab.engine.fast import cpu_training_rewrites
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -114,23 +113,13 @@ def describe(device: torch.device, amp: str, dtype: torch.dtype | None, channels
 
 
 class _Fp32Depthwise:
-    """Mixin for a depthwise nn.Conv2d: under CPU bf16 autocast with autograd on, compute the
-    gradients in fp32 where oneDNN's bf16 backward is slow (5x5 kernels, stride 2, inputs smaller
-    than the kernel); the forward stays bf16, so no fp32 copy of the activation is made or kept."""
-
-    plain_forward = False  # whether the conv class computes nn.Conv2d's own convolution
+    """Mixin for a depthwise nn.Conv2d: under CPU bf16 autocast with autograd on, compute in fp32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
-            if (self.kernel_size == (3, 3) and self.stride == (1, 1)  # type: ignore[attr-defined]
-                    and min(x.shape[-2:]) >= 3):
-                return super().forward(x)  # type: ignore[misc]  # bf16's backward is as fast here
             with torch.autocast("cpu", enabled=False):
-                if self.plain_forward and self.padding_mode == "zeros" \
-                        and not isinstance(self.padding, str):  # type: ignore[attr-defined]
-                    return depthwise_fp32_backward(self, x.to(dtype))  # type: ignore[arg-type]
-                return super().forward(x.float()).to(dtype)  # type: ignore[misc]  # e.g. timm's Conv2dSame
+                return super().forward(x.float()).to(dtype)  # type: ignore[misc]
         return super().forward(x)  # type: ignore[misc]
 
 
@@ -138,21 +127,18 @@ _FP32_DEPTHWISE: dict[type, type] = {}
 
 
 def fp32_depthwise(model: nn.Module) -> int:
-    """Let `model`'s depthwise convolutions compute their gradients in fp32 where oneDNN's bf16
-    backward is slow, under CPU bf16 autocast while training.
+    """Let `model`'s depthwise convolutions compute in fp32 under CPU bf16 autocast while training.
 
-    Only the backward is slow in bf16 (see the module docstring), so forwards and inference are left
-    alone. The modules change class in place (a subclass of their own class), so parameters,
-    state_dict keys and checkpoints stay exactly as they were. Returns how many were switched.
+    Only the backward is slow in bf16 (see the module docstring), so inference is left alone. The
+    modules change class in place (a subclass of their own class), so parameters, state_dict keys
+    and checkpoints stay exactly as they were. Returns how many convolutions were switched.
     """
     n = 0
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and not isinstance(m, _Fp32Depthwise) and 1 < m.groups == m.in_channels:
             cls = type(m)
             if cls not in _FP32_DEPTHWISE:
-                plain = next(c for c in cls.__mro__ if "forward" in c.__dict__) in (nn.Conv2d, _SmallInputDepthwise)
-                _FP32_DEPTHWISE[cls] = type(f"Fp32Depthwise{cls.__name__}", (_Fp32Depthwise, cls),
-                                            {"plain_forward": plain})
+                _FP32_DEPTHWISE[cls] = type(f"Fp32Depthwise{cls.__name__}", (_Fp32Depthwise, cls), {})
             m.__class__ = _FP32_DEPTHWISE[cls]
             n += 1
     return n
@@ -220,12 +206,12 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v7: timed as TrainTask trains (depthwise gradients in fp32 under bf16 (their forwards in bf16
-    # since v7), engine/fast.py's CPU rewrites), in alternating rounds;
+    # probe=v6: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
+    # the fused squeeze-excitation backward since v6), in alternating rounds;
     # earlier probes' answers are re-measured. The flags are in the key because a VM's model name can
     # hide the CPU (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
     key = "|".join([cpu_name(), "+".join(speed_flags(flags)), torch.__version__, name, "x".join(map(str, shape)),
-                    "probe=v7", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
+                    "probe=v6", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
         cache = json.loads(path.read_text())
