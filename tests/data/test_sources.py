@@ -125,6 +125,14 @@ def test_changed_dataset_rebuilds_and_sizes_live_side_by_side(clean_dataset: Pat
     assert all(torch.equal(folder[i][0], cached[i][0]) for i in range(len(idx2)))
 
 
+def test_building_the_cache_leaves_the_global_rng_alone(clean_dataset: Path) -> None:
+    """A run that builds the cache must train as one that finds it built (same dropout, same init)."""
+    idx = index_split(clean_dataset, "train")
+    state = torch.get_rng_state()
+    tensor_cache.load_or_build(idx, 36, workers=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_disk_full_leaves_no_cache_and_one_line(clean_dataset: Path, monkeypatch) -> None:
     idx = index_split(clean_dataset, "val")
 

@@ -182,7 +182,10 @@ def build(index: SplitIndex, size: int, *, interpolation: str = "bilinear", fold
             loader = DataLoader(_Decode([Path(index.samples[i].path) for i in todo], size, interpolation),
                                 # small builds (tests, subsets) decode in-process: no worker start-up
                                 batch_size=32, num_workers=workers if len(todo) >= 512 else 0,
-                                collate_fn=_as_list)
+                                collate_fn=_as_list,
+                                # its own RNG: the loader's base seed drawn from the global one would make
+                                # a run that builds the cache train differently from one that reuses it
+                                generator=torch.Generator())
             done = 0
             for batch in loader:
                 for j, arr, reason in batch:
