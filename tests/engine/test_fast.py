@@ -92,11 +92,16 @@ def _graph(fn) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_small_input_depthwise_grads_match_and_switch_by_shape(channels_last: bool) -> None:
+def test_small_input_depthwise_grads_match_and_switch_by_shape(channels_last: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """small_input_depthwise_grads: where a depthwise conv's input is smaller than its kernel (oneDNN's
     weight gradient is 5-20x slower there), the same values and gradients through the tap sums;
-    everywhere else the plain Conv2d path."""
+    everywhere else the plain Conv2d path (engine/cpu_kernels.py's kernel, which would take the
+    channels_last case, is off here: tests/engine/test_cpu_kernels.py)."""
+    from imagenette_lab.engine import cpu_kernels
     from imagenette_lab.engine.fast import small_input_depthwise_grads
+
+    monkeypatch.setattr(cpu_kernels, "library", lambda: None)
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for c, h, k, s, bias in [(6, 3, 5, 1, False), (6, 4, 5, 2, True), (4, 2, 3, 1, False), (4, 7, 5, 1, False)]:

@@ -1,7 +1,8 @@
 """Training-step speed options that do not change what is learned: progressive resizing's size
 schedule, glibc's heap kept for reuse, global pooling whose backward keeps channels_last, depthwise
 weight gradients by tap sums where the input is smaller than the kernel, BatchNorm + SiLU and
-squeeze-excitation blocks with leaner backwards, and an optional torch.compile'd model (see
+squeeze-excitation blocks with leaner backwards, engine/cpu_kernels.py's C++ kernels for BatchNorm + SiLU
+and depthwise convolutions where they apply, and an optional torch.compile'd model (see
 benchmarks/bench_train.py for measurements)."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import SqueezeExcitation
+
+from imagenette_lab.engine import cpu_kernels
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,12 @@ def _taps_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return gw
 
 
+def kernel_trains(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether depthwise `conv` trains on `x` through engine/cpu_kernels.py's kernel (CPU, autograd on)."""
+    return (conv.training and torch.is_grad_enabled() and x.device.type == "cpu"
+            and not torch.compiler.is_compiling() and cpu_kernels.supports_depthwise(conv, x))
+
+
 class _SmallInputDepthwiseFn(torch.autograd.Function):
     """Depthwise conv2d (no bias) whose weight gradient is computed by `_taps_weight_grad`."""
 
@@ -143,6 +152,8 @@ class _SmallInputDepthwise(nn.Conv2d):
     its kernel (fp32 CPU training only; eval mode and everything else is the plain Conv2d forward)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernel_trains(self, x):
+            return cpu_kernels.DepthwiseConvFn.apply(x, self.weight, self.stride[0])
         kh, kw = self.kernel_size
         if ((x.shape[-2] < kh or x.shape[-1] < kw) and self.training and x.device.type == "cpu"
                 and torch.is_grad_enabled() and self.weight.requires_grad
@@ -195,17 +206,20 @@ class _BatchNormSiLUFn(torch.autograd.Function):
 
 
 class _BatchNormSiLU(nn.BatchNorm2d):
-    """BatchNorm2d followed by SiLU (whose own module became an Identity); trains through
-    `_BatchNormSiLUFn` in fp32 on a CPU, and is the plain pair everywhere else."""
+    """BatchNorm2d followed by SiLU (whose own module became an Identity); trains on a CPU through
+    engine/cpu_kernels.py's kernel where it applies, else through `_BatchNormSiLUFn` in fp32, and is
+    the plain pair everywhere else."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.training and torch.is_grad_enabled() and self.affine and self.running_mean is not None
-                and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and x.dim() == 4):
-            self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            return _BatchNormSiLUFn.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                          momentum, self.eps)
+                and x.device.type == "cpu" and x.dim() == 4):
+            fused = (not torch.compiler.is_compiling() and x.numel() > x.shape[1]  # 1 value per channel: eager's
+                     and cpu_kernels.supports(x, self.weight))  # error to raise
+            if fused or (x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+                self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                fn = cpu_kernels.BatchNormSiLUFn if fused else _BatchNormSiLUFn
+                return fn.apply(x, self.weight, self.bias, self.running_mean, self.running_var, momentum, self.eps)
         return F.silu(super().forward(x))
 
 

@@ -12,7 +12,8 @@ Native bf16 is still not always faster for *training*. oneDNN (torch 2.14) has n
 for depthwise convolutions with 5x5 kernels or stride 2: 4-15x slower than fp32 on a 2-core AMX Xeon,
 which made EfficientNet-B0 train 2x slower in plain bf16 autocast. So under CPU bf16 autocast the
 trainer runs depthwise convolutions in fp32 (`fp32_depthwise`; every other op stays bf16: B0 at
-128 px then trains ~1.2x faster than in fp32, less at small sizes). And on such CPUs
+128 px then trains ~1.2x faster than in fp32, less at small sizes), except where engine/cpu_kernels.py's
+kernel takes them (bf16 in memory, fp32 arithmetic). And on such CPUs
 `probe_train_amp` times a few forward+backward steps of the run's own model both ways, keeps bf16
 only when it is faster, and caches the answer on disk per CPU, torch, model and shape.
 """
@@ -32,7 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagenette_lab.engine.fast import cpu_training_rewrites
+from imagenette_lab.engine import cpu_kernels
+from imagenette_lab.engine.fast import cpu_training_rewrites, kernel_trains
 from imagenette_lab.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,8 @@ class _Fp32Depthwise:
     """Mixin for a depthwise nn.Conv2d: under CPU bf16 autocast with autograd on, compute in fp32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+                and not kernel_trains(self, x)):  # type: ignore[arg-type]
             dtype = torch.get_autocast_dtype("cpu")
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float()).to(dtype)  # type: ignore[misc]
@@ -206,12 +209,13 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v6: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
-    # the fused squeeze-excitation backward since v6), in alternating rounds;
-    # earlier probes' answers are re-measured. The flags are in the key because a VM's model name can
-    # hide the CPU (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
+    # probe=v7: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
+    # the fused squeeze-excitation backward since v6, engine/cpu_kernels.py's kernels since v7), in
+    # alternating rounds; earlier probes' answers are re-measured. The flags are in the key because a
+    # VM's model name can hide the CPU (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
     key = "|".join([cpu_name(), "+".join(speed_flags(flags)), torch.__version__, name, "x".join(map(str, shape)),
-                    "probe=v6", f"cl={int(channels_last)}", f"threads={torch.get_num_threads()}"])
+                    "probe=v7", f"kernels={int(cpu_kernels.library() is not None)}", f"cl={int(channels_last)}",
+                    f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
         cache = json.loads(path.read_text())
