@@ -19,7 +19,7 @@ TOL = {torch.float32: 2e-6, torch.bfloat16: 8e-3}  # relative to the reference's
 
 
 def _close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    err = float((got.detach().double() - ref).abs().max() / ref.abs().max())
+    err = float((got.detach().double() - ref.detach()).abs().max() / ref.detach().abs().max())
     assert err < TOL[dtype], err
 
 
