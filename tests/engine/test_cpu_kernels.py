@@ -107,7 +107,8 @@ def test_kernels_take_only_what_they_compute() -> None:
     assert not cpu_kernels.supports_depthwise(conv, x)  # NCHW: the plain path
     assert not cpu_kernels.supports_depthwise(conv, x.half().contiguous(memory_format=CL))
     for other in (torch.nn.Conv2d(8, 8, 3, 1, 1, groups=8), torch.nn.Conv2d(8, 8, 3, 1, 0, groups=8, bias=False),
-                  torch.nn.Conv2d(8, 8, 3, 1, 2, dilation=2, groups=8, bias=False)):
+                  torch.nn.Conv2d(8, 8, 3, 1, 2, dilation=2, groups=8, bias=False),
+                  torch.nn.Conv2d(8, 8, 9, 2, 4, groups=8, bias=False)):  # 81 taps: more than the kernel holds
         assert not cpu_kernels.supports_depthwise(other, x.contiguous(memory_format=CL))
     with torch.no_grad():  # no autograd: the plain Conv2d, kernel or not
         assert conv(x.contiguous(memory_format=CL)).grad_fn is None

@@ -85,10 +85,11 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def supports_depthwise(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether `DepthwiseConvFn` computes this depthwise conv: square odd kernel with 'same' zero
-    padding, equal strides, no dilation or bias, and an input `supports` takes."""
+    """Whether `DepthwiseConvFn` computes this depthwise conv: square odd kernel up to 7x7 (the C++
+    side's tap lists hold 64) with 'same' zero padding, equal strides, no dilation or bias, and an
+    input `supports` takes."""
     k, s = conv.kernel_size, conv.stride
-    return (k[0] == k[1] and k[0] % 2 == 1 and s[0] == s[1] and conv.padding == (k[0] // 2,) * 2
+    return (k[0] == k[1] and k[0] % 2 == 1 and k[0] <= 7 and s[0] == s[1] and conv.padding == (k[0] // 2,) * 2
             and conv.dilation == (1, 1) and conv.bias is None and conv.padding_mode == "zeros"
             and conv.groups == conv.in_channels == conv.out_channels and supports(x, conv.weight))
 
