@@ -119,6 +119,7 @@ def test_kernels_take_only_what_they_compute() -> None:
 def test_without_a_compiler_training_keeps_the_eager_ops(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     """No compiler (CXX names none): library() is None, one log line, and the modules train eagerly."""
     monkeypatch.setattr(cpu_kernels, "library", cpu_kernels.library.__wrapped__)  # uncached for this test
+    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : fpu avx2 avx512f")
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with caplog.at_level("INFO"):
@@ -133,6 +134,18 @@ def test_without_a_compiler_training_keeps_the_eager_ops(monkeypatch: pytest.Mon
     y = seq(torch.randn(2, 4, 5, 5).contiguous(memory_format=CL).requires_grad_())
     y.sum().backward()
     assert "DepthwiseConvFn" not in str(y.grad_fn.next_functions) and seq[0].weight.grad is not None
+
+
+def test_without_avx512_training_keeps_the_eager_ops(monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:
+    """Built for AVX2 the kernels ran slower than the eager ops, so they are used only with AVX-512."""
+    monkeypatch.setattr(cpu_kernels, "library", cpu_kernels.library.__wrapped__)
+    monkeypatch.setenv("IMAGENETTE_LAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : fpu sse4_2 avx avx2 fma")
+    with caplog.at_level("INFO"):
+        assert cpu_kernels.library() is None
+    assert "no AVX-512" in caplog.text and not list(tmp_path.rglob("*.so"))
+    conv = _depthwise(8, 3, 1)
+    assert not cpu_kernels.supports_depthwise(conv, torch.randn(2, 8, 6, 6).contiguous(memory_format=CL))
 
 
 @needs_kernels
@@ -156,5 +169,6 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch: pytest.MonkeyPatch,
     assert len(built) == 1 and built[0].parent.name == "kernels"
     mtime = built[0].stat().st_mtime_ns
     assert cpu_kernels.library() is not None and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
-    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : another cpu")
+    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : another cpu avx512f")
     assert cpu_kernels.library() is not None and len(sorted(tmp_path.rglob("*.so"))) == 2
+

@@ -5,8 +5,8 @@ Hand-written because nothing maintained does these well on a CPU: eager runs Bat
 separate passes, inductor's fused pair was slower than eager here (56 vs 35 ms, bf16, 64 x 96 x 64 x
 64, 2-core Zen 4), and oneDNN's depthwise backward is slow (bf16: 4-15x fp32; fp32 weight gradients
 on small maps at ~6 GFLOP/s). The file is compiled on first use with the system's C++ compiler for
-this CPU (`-march=native`, ~2 s) into `kernels/` beside the data caches; without a compiler, or if the build fails,
-training keeps the eager ops (one log line).
+this CPU (`-march=native`, ~2 s) into `kernels/` beside the data caches; on a CPU without AVX-512,
+without a compiler, or if the build fails, training keeps the eager ops (one log line).
 """
 
 from __future__ import annotations
@@ -44,8 +44,14 @@ def _cache_dir() -> Path:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel (built once per source, compiler and CPU), or None where it cannot be built."""
+    """The compiled kernel (built once per source, compiler and CPU), or None where it cannot be built
+    or would be slower than the eager ops."""
     if os.environ.get("IMAGENETTE_LAB_NO_KERNELS", "") not in ("", "0"):
+        return None
+    if "avx512f" not in _cpu_flags().split():
+        # Faster only where AVX-512 holds their 16-float blocks: built for AVX2 (oneDNN limited to AVX2
+        # on a Zen 5) they ran at 0.4-0.9x of the eager ops, a B0 step at ~0.65x. Others not measured.
+        log.info("no AVX-512: training keeps the eager ops (engine/cpu_kernels.py)")
         return None
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
