@@ -171,4 +171,3 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch: pytest.MonkeyPatch,
     assert cpu_kernels.library() is not None and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
     monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : another cpu avx512f")
     assert cpu_kernels.library() is not None and len(sorted(tmp_path.rglob("*.so"))) == 2
-
