@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from imagenette_lab.engine import cpu_kernels
+from imagenette_lab.engine import cpu_kernels, precision
 from imagenette_lab.engine.fast import cpu_training_rewrites
 
 needs_kernels = pytest.mark.skipif(shutil.which("g++") is None or cpu_kernels.library() is None,
@@ -119,7 +119,7 @@ def test_kernels_take_only_what_they_compute() -> None:
 def test_without_a_compiler_training_keeps_the_eager_ops(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     """No compiler (CXX names none): library() is None, one log line, and the modules train eagerly."""
     monkeypatch.setattr(cpu_kernels, "library", cpu_kernels.library.__wrapped__)  # uncached for this test
-    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : fpu avx2 avx512f")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with caplog.at_level("INFO"):
@@ -140,7 +140,7 @@ def test_without_avx512_training_keeps_the_eager_ops(monkeypatch: pytest.MonkeyP
     """Built for AVX2 the kernels ran slower than the eager ops, so they are used only with AVX-512."""
     monkeypatch.setattr(cpu_kernels, "library", cpu_kernels.library.__wrapped__)
     monkeypatch.setenv("IMAGENETTE_LAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : fpu sse4_2 avx avx2 fma")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"fpu", "sse4_2", "avx", "avx2", "fma"})
     with caplog.at_level("INFO"):
         assert cpu_kernels.library() is None
     assert "no AVX-512" in caplog.text and not list(tmp_path.rglob("*.so"))
@@ -169,5 +169,5 @@ def test_the_build_is_cached_per_source_and_cpu(monkeypatch: pytest.MonkeyPatch,
     assert len(built) == 1 and built[0].parent.name == "kernels"
     mtime = built[0].stat().st_mtime_ns
     assert cpu_kernels.library() is not None and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
-    monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: "flags : another cpu avx512f")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"another", "cpu", "avx512f"})
     assert cpu_kernels.library() is not None and len(sorted(tmp_path.rglob("*.so"))) == 2

@@ -31,13 +31,6 @@ _SRC = Path(__file__).with_name("cpu_kernels.cpp")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 
 
-def _cpu_flags() -> str:
-    try:
-        return next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
 def _cache_dir() -> Path:
     return user_cache_base() / "kernels"  # beside the data caches and precision.json
 
@@ -48,7 +41,10 @@ def library() -> ctypes.CDLL | None:
     or would be slower than the eager ops."""
     if os.environ.get("IMAGENETTE_LAB_NO_KERNELS", "") not in ("", "0"):
         return None
-    if "avx512f" not in _cpu_flags().split():
+    from imagenette_lab.engine.precision import cpu_flags  # lazy: precision imports this module
+
+    flags = cpu_flags()
+    if "avx512f" not in flags:
         # Faster only where AVX-512 holds their 16-float blocks: built for AVX2 (oneDNN limited to AVX2
         # on a Zen 5) they ran at 0.4-0.9x of the eager ops, a B0 step at ~0.65x. Others not measured.
         log.info("no AVX-512: training keeps the eager ops (engine/cpu_kernels.py)")
@@ -59,7 +55,7 @@ def library() -> ctypes.CDLL | None:
         return None
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-        key = hashlib.sha256("\0".join([_SRC.read_text(), version, *_FLAGS, _cpu_flags()]).encode()).hexdigest()
+        key = hashlib.sha256("\0".join([_SRC.read_text(), version, *_FLAGS, *sorted(flags)]).encode()).hexdigest()
         path = _cache_dir() / f"cpu_kernels-{key[:16]}.so"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
