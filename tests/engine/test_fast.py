@@ -260,6 +260,28 @@ def test_fused_squeeze_excitation_matches_and_writes_one_pass_fewer(amp: bool) -
     assert "SqueezeExcitationFn" not in se(x.requires_grad_()).grad_fn.name()
 
 
+def test_squeeze_excitation_under_bf16_makes_no_full_size_copies() -> None:
+    """Under bf16 autocast the fused block's pool (forward) and its scale gradient (backward) sum in
+    fp32 without first copying the activation to fp32: such copies were ~6 % of a bf16 B0 step."""
+    from torch.profiler import ProfilerActivity, profile
+    from torchvision.ops import SqueezeExcitation
+
+    from imagenette_lab.engine.fast import channels_last_pool_grads, fused_squeeze_excitation
+
+    se = SqueezeExcitation(16, 4, activation=torch.nn.SiLU)
+    channels_last_pool_grads(se)
+    fused_squeeze_excitation(se)
+    x = torch.randn(4, 16, 8, 8).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = se(x)
+        out.backward(torch.ones_like(out))
+    assert "SqueezeExcitationFn" in out.grad_fn.name()
+    copies = [e.name for e in prof.events() if e.name in ("aten::_to_copy", "aten::copy_")
+              and e.input_shapes and list(e.input_shapes[0]) == [4, 16, 8, 8]]
+    assert copies == []
+
+
 def test_train_task_fuses_the_squeeze_excitation_of_efficientnet() -> None:
     from imagenette_lab.engine.task import TrainTask
     from imagenette_lab.models.factory import create_classifier
