@@ -144,13 +144,16 @@ def test_disk_full_leaves_no_cache_and_one_line(clean_dataset: Path, monkeypatch
     with pytest.raises(UserError, match="disk full") as e:
         tensor_cache.load_or_build(idx, 36, workers=0)
     assert "\n" not in str(e.value)
+    assert f"(needs {len(idx) * 36 * 36 * 3 / 2**20:.1f} MiB)" in str(e.value)  # not "0.00 GiB"
     assert sorted(p.name for p in (clean_dataset / ".imagenette_lab").iterdir()) == before
 
 
 def test_cache_command(tiny_dataset: Path, capsys) -> None:
     assert main(["cache", "--root", str(tiny_dataset), "--size", "36", "--workers", "0"]) == 0
     out = capsys.readouterr().out
-    assert "train: 21 images at 36x36 (1 undecodable" in out and "val: 9 images" in out
+    # the truncated JPEG fails to decode; the empty file and the text file never reach the cache
+    assert "train: 21 images at 36x36 (1 undecodable, listed in the manifest; 2 more skipped when indexing" in out
+    assert "val: 9 images at 36x36 (0 undecodable, listed in the manifest)," in out
     manifests = sorted((tiny_dataset / ".imagenette_lab").glob("tensors-*.json"))
     assert [p.name for p in manifests] == ["tensors-train-36px-short-crop-bilinear.json",
                                            "tensors-val-36px-short-crop-bilinear.json"]

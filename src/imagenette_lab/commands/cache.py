@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         cache = load_or_build(index, size, interpolation=args.interpolation, workers=args.workers,
                               rebuild=args.rebuild)
         m = cache.manifest
+        unindexed = f"; {len(index.skipped)} more skipped when indexing, as logged" if index.skipped else ""
         print(f"{split}: {m['n'] - m['n_skipped']} images at {size}x{size} ({m['n_skipped']} undecodable, "
-              f"listed in the manifest), {cache.nbytes_on_disk() / 2**20:.1f} MiB: {cache.data_path}")
+              f"listed in the manifest{unindexed}), {cache.nbytes_on_disk() / 2**20:.1f} MiB: {cache.data_path}")
     return 0

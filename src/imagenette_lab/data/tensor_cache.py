@@ -225,8 +225,9 @@ def build(index: SplitIndex, size: int, *, interpolation: str = "bilinear", fold
         tmp.unlink(missing_ok=True)
         (folder / data_name).unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            gib = np.prod(shape) / 2**30
-            raise UserError(f"disk full while writing the tensor cache in {folder} (needs {gib:.2f} GiB); "
+            mib = np.prod(shape) / 2**20
+            need = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+            raise UserError(f"disk full while writing the tensor cache in {folder} (needs {need}); "
                             "nothing was kept - free space or set IMAGENETTE_LAB_CACHE_DIR") from None
         raise UserError(f"cannot write the tensor cache in {folder}: {e.strerror or e}") from None
     except BaseException:
