@@ -251,7 +251,11 @@ def fused_bn_silu(model: nn.Module) -> int:
 
 
 def _excite(se: SqueezeExcitation, pooled: torch.Tensor) -> torch.Tensor:
-    return se.scale_activation(se.fc2(se.activation(se.fc1(pooled))))
+    """The block's scale from its N x C x 1 x 1 pooled input, with its two 1x1 convolutions as matrix
+    products: the same arithmetic, ~2x faster here with backward (oneDNN spends 0.1-0.3 ms per
+    convolution call on maps this small: ~10 ms of a B0 step on a 2-core Zen 5 against ~4.4)."""
+    h = se.activation(F.linear(pooled.flatten(1), se.fc1.weight.flatten(1), se.fc1.bias))
+    return se.scale_activation(F.linear(h, se.fc2.weight.flatten(1), se.fc2.bias))[:, :, None, None]
 
 
 class _SqueezeExcitationFn(torch.autograd.Function):
