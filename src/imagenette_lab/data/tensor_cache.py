@@ -225,8 +225,9 @@ def build(index: SplitIndex, size: int, *, interpolation: str = "bilinear", fold
         tmp.unlink(missing_ok=True)
         (folder / data_name).unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            mib = np.prod(shape) / 2**20
-            need = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+            n = int(np.prod(shape))
+            need = (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20
+                    else f"{n / 2**10:.0f} KiB")
             raise UserError(f"disk full while writing the tensor cache in {folder} (needs {need}); "
                             "nothing was kept - free space or set IMAGENETTE_LAB_CACHE_DIR") from None
         raise UserError(f"cannot write the tensor cache in {folder}: {e.strerror or e}") from None
