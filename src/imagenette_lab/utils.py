@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, run metadata, output-directory checks, seeding."""
+"""Small shared helpers: atomic file writes, run metadata, output-directory checks, seeding, byte counts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from imagenette_lab.errors import UserError
+
+
+def fmt_bytes(n: float) -> str:
+    """A byte count for people: "812 bytes", "34.2 KB", "2.9 MB", "1.1 GB" (units of 1024)."""
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1024:
+            return f"{n:,} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 _UMASK = os.umask(0)

@@ -144,7 +144,7 @@ def test_disk_full_leaves_no_cache_and_one_line(clean_dataset: Path, monkeypatch
     with pytest.raises(UserError, match="disk full") as e:
         tensor_cache.load_or_build(idx, 36, workers=0)
     assert "\n" not in str(e.value)
-    assert f"(needs {len(idx) * 36 * 36 * 3 / 2**10:.0f} KiB)" in str(e.value)  # not "0.00 GiB"
+    assert f"(needs {len(idx) * 36 * 36 * 3 / 2**10:.1f} KB)" in str(e.value)  # not "0.00 GiB"
     assert sorted(p.name for p in (clean_dataset / ".imagenette_lab").iterdir()) == before
 
 

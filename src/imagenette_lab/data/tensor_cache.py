@@ -36,7 +36,7 @@ from imagenette_lab.data.dataset import BadImageError, SplitIndex, load_rgb
 from imagenette_lab.data.index_store import cache_dir
 from imagenette_lab.data.seeding import sample_seed  # the same per-sample seeds as the folder source
 from imagenette_lab.errors import UserError
-from imagenette_lab.utils import atomic_write_json
+from imagenette_lab.utils import atomic_write_json, fmt_bytes
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +225,8 @@ def build(index: SplitIndex, size: int, *, interpolation: str = "bilinear", fold
         tmp.unlink(missing_ok=True)
         (folder / data_name).unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            n = int(np.prod(shape))
-            need = (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20
-                    else f"{n / 2**10:.0f} KiB")
-            raise UserError(f"disk full while writing the tensor cache in {folder} (needs {need}); "
+            raise UserError(f"disk full while writing the tensor cache in {folder} (needs "
+                            f"{fmt_bytes(int(np.prod(shape)))}); "
                             "nothing was kept - free space or set IMAGENETTE_LAB_CACHE_DIR") from None
         raise UserError(f"cannot write the tensor cache in {folder}: {e.strerror or e}") from None
     except BaseException:

@@ -159,14 +159,6 @@ def fmt_number(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB"):
-        if n < 1024:
-            return f"{n:,} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def fmt_seconds(s: Any) -> str:
     try:
         s = float(s)

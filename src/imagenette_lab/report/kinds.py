@@ -156,7 +156,7 @@ def load_train(run: Run) -> None:
     run.variants.append(load_variant(run, d / rr.EVAL, rr.EVAL, fallback=fallback, prefix=f"{rr.EVAL}/"))
     ckpts = d / rr.CHECKPOINTS
     if ckpts.is_dir():
-        from imagenette_lab.report.display import fmt_bytes
+        from imagenette_lab.utils import fmt_bytes
 
         for p in sorted(ckpts.glob("*.pt")):
             try:
