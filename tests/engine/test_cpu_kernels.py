@@ -23,6 +23,16 @@ def _close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
     assert err < TOL[dtype], err
 
 
+def _graph_names(t: torch.Tensor) -> set[str]:
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            todo += [f for f, _ in fn.next_functions]
+    return {fn.name() for fn in seen}
+
+
 def _depthwise(c: int, k: int, s: int) -> torch.nn.Conv2d:
     conv = torch.nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=False).to(memory_format=CL)
     cpu_training_rewrites(torch.nn.Sequential(conv))
@@ -56,6 +66,59 @@ def test_bn_silu_kernel_matches_fp64(dtype: torch.dtype, shape: tuple[int, ...])
     for name in ("running_mean", "running_var"):
         _close(getattr(seq[0], name), getattr(ref_bn, name), torch.float32)
     assert int(seq[0].num_batches_tracked) == 1
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("expand,k,s,cin,cout", [(1, 3, 1, 32, 16), (6, 5, 2, 24, 40), (6, 3, 1, 40, 40)])
+def test_bn_silu_excite_kernel_matches_fp64(dtype: torch.dtype, expand: int, k: int, s: int, cin: int,
+                                            cout: int) -> None:
+    """torchvision's MBConv (as in EfficientNet-B0: without expansion, with a stride, with a residual)
+    with its depthwise stage's BatchNorm + SiLU and squeeze-excitation through one kernel call: output,
+    input and every parameter gradient and the running statistics against the plain block in fp64;
+    a frozen excitation or eval mode runs the plain block."""
+    import copy
+
+    from torchvision.models.efficientnet import MBConv, MBConvConfig
+
+    torch.manual_seed(0)
+    block = MBConv(MBConvConfig(expand, k, s, cin, cout, 1), 0.0, torch.nn.BatchNorm2d).to(memory_format=CL)
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_()
+    ref = copy.deepcopy(block).double()
+    keys = list(block.state_dict())
+    cpu_training_rewrites(block)
+    assert type(block).__name__ == "_FusedMBConv" and list(block.state_dict()) == keys
+    x = torch.randn(4, cin, 12, 10).contiguous(memory_format=CL)
+    xk, xr = x.to(dtype, copy=True).requires_grad_(), x.double().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        y = block(xk)
+    g = torch.randn(y.shape).contiguous(memory_format=CL)
+    y.backward(g.to(y.dtype))
+    yr = ref(xr)
+    yr.backward(g.double())
+    assert "BatchNormSiLUExciteFnBackward" in _graph_names(y)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=CL)
+    tol = {torch.float32: 2e-6, torch.bfloat16: 3e-2}[dtype]  # bf16: ~1-2 % through four layers
+    for got, want in [(y, yr), (xk.grad, xr.grad), *((p.grad, r.grad) for p, r in zip(block.parameters(),
+                                                                                      ref.parameters())),
+                      *((a, b) for a, b in zip(block.buffers(), ref.buffers()) if a.is_floating_point())]:
+        err = float((got.detach().double() - want.detach()).abs().max() / want.detach().abs().max())
+        assert err < tol, err
+    assert [int(b.num_batches_tracked) for b in block.modules() if isinstance(b, torch.nn.BatchNorm2d)] == [1] * (
+        2 + (expand != 1))
+
+    with torch.no_grad():  # eval: the plain block, with the running statistics the kernel kept
+        got, want = block.eval()(x), ref.eval()(x.double())
+    assert float((got.double() - want).abs().max() / want.abs().max()) < tol
+    se = next(m for m in block.modules() if type(m).__name__ == "_FusedSqueezeExcitation")
+    se.fc1.weight.requires_grad_(False)  # a frozen excitation: the plain block
+    block.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        y2 = block(x.to(dtype, copy=True).requires_grad_())
+    assert "BatchNormSiLUExciteFnBackward" not in _graph_names(y2) and "BatchNormSiLUFnBackward" in _graph_names(y2)
 
 
 @needs_kernels

@@ -289,4 +289,5 @@ def test_train_task_fuses_the_squeeze_excitation_of_efficientnet() -> None:
 
     net = create_classifier("efficientnet_b0", 10, head="linear")
     TrainTask(net, amp="off", device="cpu")
-    assert [type(m).__name__ for m in net.modules()].count("_FusedSqueezeExcitation") == 16
+    names = [type(m).__name__ for m in net.modules()]
+    assert names.count("_FusedSqueezeExcitation") == 16 and names.count("_FusedMBConv") == 16

@@ -3,7 +3,8 @@
 // called by engine/cpu_kernels.py.
 //
 // silu(batch_norm(x)) in training mode and its backward: two passes each way; statistics are shifted
-// sums in fp32 per block of 64 rows, added into doubles.
+// sums in fp32 per block of 64 rows, added into doubles. The same followed by a squeeze-excitation: three
+// passes each way, with the excitation's small network run by the caller in between.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -58,10 +59,20 @@ static void channel_sums(int threads, int64_t M, int64_t C, std::vector<double>&
     for (int64_t c = 0; c < 2 * C; ++c) sums[c] += acc[std::size_t(t) * 2 * C + c];
 }
 
+// BatchNorm folded into z = x * scale + bias.
+static void folded(int64_t C, const float* w, const float* b, const float* mean, const float* var, float eps,
+                   float* scale, float* bias) {
+  for (int64_t c = 0; c < C; ++c) {
+    scale[c] = w[c] / __builtin_sqrtf(var[c] + eps);
+    bias[c] = b[c] - mean[c] * scale[c];
+  }
+}
+
+// Pass 1: the channels' batch mean and (biased) variance, and the folded scale and bias of x.
 template <typename T>
-static void forward(int threads, const T* x, int64_t M, int64_t C, const float* w, const float* b, float eps,
-                    float* mean, float* var, T* y) {
-  std::vector<float> shift(C), scale(C), bias(C);
+static void stats(int threads, const T* x, int64_t M, int64_t C, const float* w, const float* b, float eps,
+                  float* mean, float* var, float* scale, float* bias) {
+  std::vector<float> shift(C);
   for (int64_t c = 0; c < C; ++c) shift[c] = load(x, c);  // shifted sums: no cancellation
   std::vector<double> sums;
   channel_sums(threads, M, C, sums, [&](int64_t r, float* f1, float* f2) {
@@ -73,9 +84,15 @@ static void forward(int threads, const T* x, int64_t M, int64_t C, const float* 
     double m = sums[c] / M, v = sums[C + c] / M - m * m;
     mean[c] = float(m + shift[c]);
     var[c] = float(v > 0 ? v : 0);
-    scale[c] = w[c] / __builtin_sqrtf(var[c] + eps);
-    bias[c] = b[c] - mean[c] * scale[c];
   }
+  folded(C, w, b, mean, var, eps, scale, bias);
+}
+
+template <typename T>
+static void forward(int threads, const T* x, int64_t M, int64_t C, const float* w, const float* b, float eps,
+                    float* mean, float* var, T* y) {
+  std::vector<float> scale(C), bias(C);
+  stats(threads, x, M, C, w, b, eps, mean, var, scale.data(), bias.data());
   #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < M; ++r) {
     const T* xr = x + r * C;
@@ -85,11 +102,67 @@ static void forward(int threads, const T* x, int64_t M, int64_t C, const float* 
   }
 }
 
-// gz = g * silu'(z) is written into gx by the first pass (rounded to gx's dtype, as autograd's separate
-// SiLU backward would) and turned into BatchNorm's input gradient in place by the second.
+// Squeeze-excitation on y = silu(batch_norm(x)) (EfficientNet's depthwise stage; the rows of image n are
+// [n*HW, (n+1)*HW)), per image and channel: without a, the pool, out[n, c] = mean of y over the image's
+// rows, writing y as it goes; with a (the incoming gradient), the excitation's scale gradient, the sum of
+// y * a, y recomputed from x.
 template <typename T>
+static void image_sums(int threads, const T* x, const T* a, int64_t N, int64_t HW, int64_t C, const float* scale,
+                       const float* bias, float* out, T* y = nullptr) {
+  #pragma omp parallel num_threads(threads)
+  {
+    std::vector<double> s(C);
+    std::vector<float> f(C);
+    #pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      std::fill(s.begin(), s.end(), 0.0);
+      for (int64_t r0 = 0; r0 < HW; r0 += kBlock) {
+        std::fill(f.begin(), f.end(), 0.f);
+        for (int64_t r = n * HW + r0; r < n * HW + (r0 + kBlock < HW ? r0 + kBlock : HW); ++r) {
+          const T* xr = x + r * C;
+          const T* ar = a ? a + r * C : nullptr;
+          if (ar) {
+            #pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              float z = load(xr, c) * scale[c] + bias[c];
+              f[c] += z * sigmoid(z) * load(ar, c);
+            }
+          } else {
+            T* yr = y + r * C;
+            #pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              float z = load(xr, c) * scale[c] + bias[c], v = z * sigmoid(z);
+              f[c] += v;
+              store(yr, c, v);
+            }
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) s[c] += f[c];
+      }
+      for (int64_t c = 0; c < C; ++c) out[n * C + c] = float(a ? s[c] : s[c] / HW);
+    }
+  }
+}
+
+// y = y * e[n, c] in place, e being the excitation's per-image channel scale.
+template <typename T>
+static void excite_forward(int threads, int64_t N, int64_t HW, int64_t C, const float* e, T* y) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < N * HW; ++r) {
+    const float* er = e + (r / HW) * C;
+    T* yr = y + r * C;
+    #pragma omp simd
+    for (int64_t c = 0; c < C; ++c) store(yr, c, load(yr, c) * er[c]);
+  }
+}
+
+// gz = g * silu'(z) is written into gx by the first pass (rounded to gx's dtype, as autograd's separate
+// SiLU backward would) and turned into BatchNorm's input gradient in place by the second. With SE, y's
+// gradient is g * e[n, c] + gp[n, c] (the excitation's scale and its pooled input's gradient / HW).
+template <bool SE, typename T>
 static void backward(int threads, const T* x, const T* g, int64_t M, int64_t C, const float* w, const float* b,
-                     const float* mean, const float* var, float eps, T* gx, float* gw, float* gb) {
+                     const float* mean, const float* var, float eps, T* gx, float* gw, float* gb,
+                     int64_t HW = 1, const float* e = nullptr, const float* gp = nullptr) {
   std::vector<float> invstd(C), scale(C), bias(C), k1(C), k2(C);
   for (int64_t c = 0; c < C; ++c) {
     invstd[c] = 1.f / __builtin_sqrtf(var[c] + eps);
@@ -101,10 +174,13 @@ static void backward(int threads, const T* x, const T* g, int64_t M, int64_t C, 
     const T* xr = x + r * C;
     const T* gr = g + r * C;
     T* dr = gx + r * C;
+    const float* er = SE ? e + (r / HW) * C : nullptr;
+    const float* pr = SE ? gp + (r / HW) * C : nullptr;
     #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       float xv = load(xr, c), z = xv * scale[c] + bias[c], s = sigmoid(z);
-      float gz = load(gr, c) * s * (1.f + z * (1.f - s));
+      float gy = SE ? load(gr, c) * er[c] + pr[c] : load(gr, c);
+      float gz = gy * s * (1.f + z * (1.f - s));
       store(dr, c, gz);
       f1[c] += gz;
       f2[c] += gz * (xv - mean[c]);
@@ -344,8 +420,45 @@ void bn_silu_backward(int bf16, int threads, const void* x, const void* g, int64
                       const float* b, const float* mean, const float* var, float eps, void* gx, float* gw,
                       float* gb) {
   if (bf16)
-    backward(threads, (const uint16_t*)x, (const uint16_t*)g, M, C, w, b, mean, var, eps, (uint16_t*)gx, gw, gb);
-  else backward(threads, (const float*)x, (const float*)g, M, C, w, b, mean, var, eps, (float*)gx, gw, gb);
+    backward<false>(threads, (const uint16_t*)x, (const uint16_t*)g, M, C, w, b, mean, var, eps, (uint16_t*)gx, gw,
+                    gb);
+  else backward<false>(threads, (const float*)x, (const float*)g, M, C, w, b, mean, var, eps, (float*)gx, gw, gb);
+}
+// silu(batch_norm(x)) followed by squeeze-excitation (e: the excitation's N x C scale). Forward: the
+// statistics and the pooled y (N x C), then out = y * e. Backward: ge = sum over rows of g * y, then the
+// input gradient from g, e and gp = the pooled input's gradient / HW.
+void bn_silu_pool(int bf16, int threads, const void* x, int64_t N, int64_t HW, int64_t C, const float* w,
+                  const float* b, float eps, float* mean, float* var, float* pooled, void* y) {
+  std::vector<float> scale(C), bias(C);
+  if (bf16) {
+    stats(threads, (const uint16_t*)x, N * HW, C, w, b, eps, mean, var, scale.data(), bias.data());
+    image_sums(threads, (const uint16_t*)x, (const uint16_t*)nullptr, N, HW, C, scale.data(), bias.data(), pooled,
+               (uint16_t*)y);
+  } else {
+    stats(threads, (const float*)x, N * HW, C, w, b, eps, mean, var, scale.data(), bias.data());
+    image_sums(threads, (const float*)x, (const float*)nullptr, N, HW, C, scale.data(), bias.data(), pooled,
+               (float*)y);
+  }
+}
+void bn_silu_excite(int bf16, int threads, int64_t N, int64_t HW, int64_t C, const float* e, void* y) {
+  if (bf16) excite_forward(threads, N, HW, C, e, (uint16_t*)y);
+  else excite_forward(threads, N, HW, C, e, (float*)y);
+}
+void bn_silu_excite_grad(int bf16, int threads, const void* x, const void* g, int64_t N, int64_t HW, int64_t C,
+                         const float* w, const float* b, const float* mean, const float* var, float eps, float* ge) {
+  std::vector<float> scale(C), bias(C);
+  folded(C, w, b, mean, var, eps, scale.data(), bias.data());
+  if (bf16) image_sums(threads, (const uint16_t*)x, (const uint16_t*)g, N, HW, C, scale.data(), bias.data(), ge);
+  else image_sums(threads, (const float*)x, (const float*)g, N, HW, C, scale.data(), bias.data(), ge);
+}
+void bn_silu_excite_backward(int bf16, int threads, const void* x, const void* g, int64_t N, int64_t HW, int64_t C,
+                             const float* w, const float* b, const float* mean, const float* var, float eps,
+                             const float* e, const float* gp, void* gx, float* gw, float* gb) {
+  if (bf16)
+    backward<true>(threads, (const uint16_t*)x, (const uint16_t*)g, N * HW, C, w, b, mean, var, eps, (uint16_t*)gx,
+                   gw, gb, HW, e, gp);
+  else backward<true>(threads, (const float*)x, (const float*)g, N * HW, C, w, b, mean, var, eps, (float*)gx, gw,
+                      gb, HW, e, gp);
 }
 void dw_conv_forward(int bf16, int threads, const void* x, int64_t N, int64_t H, int64_t W, int64_t C, int K, int S,
                      int P, const float* w, void* y, int64_t OH, int64_t OW) {

@@ -14,6 +14,7 @@ import platform
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.efficientnet import MBConv
 from torchvision.ops.misc import SqueezeExcitation
 
 from imagenette_lab.engine import cpu_kernels
@@ -216,16 +217,26 @@ class _BatchNormSiLU(nn.BatchNorm2d):
     engine/cpu_kernels.py's kernel where it applies, else through `_BatchNormSiLUFn` in fp32, and is
     the plain pair everywhere else."""
 
+    def trains_here(self, x: torch.Tensor) -> bool:
+        return (self.training and torch.is_grad_enabled() and self.affine and self.running_mean is not None
+                and x.device.type == "cpu" and x.dim() == 4)
+
+    def kernel_trains(self, x: torch.Tensor) -> bool:
+        return (self.trains_here(x) and not torch.compiler.is_compiling()  # 1 value per channel: eager's error
+                and x.numel() > x.shape[1] and cpu_kernels.supports(x, self.weight))
+
+    def step_stats(self) -> float:
+        """Count this batch, as BatchNorm2d.forward does; the momentum for its running statistics."""
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and torch.is_grad_enabled() and self.affine and self.running_mean is not None
-                and x.device.type == "cpu" and x.dim() == 4):
-            fused = (not torch.compiler.is_compiling() and x.numel() > x.shape[1]  # 1 value per channel: eager's
-                     and cpu_kernels.supports(x, self.weight))  # error to raise
+        if self.trains_here(x):
+            fused = self.kernel_trains(x)
             if fused or (x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
-                self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 fn = cpu_kernels.BatchNormSiLUFn if fused else _BatchNormSiLUFn
-                return fn.apply(x, self.weight, self.bias, self.running_mean, self.running_var, momentum, self.eps)
+                return fn.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.step_stats(),
+                                self.eps)
         return F.silu(super().forward(x))
 
 
@@ -314,6 +325,54 @@ def fused_squeeze_excitation(model: nn.Module) -> int:
     return n
 
 
+class _FusedMBConv(MBConv):
+    """torchvision's MBConv whose depthwise stage's BatchNorm + SiLU and the squeeze-excitation after it
+    train as one kernel call (`cpu_kernels.BatchNormSiLUExciteFn`) where it applies; the plain block
+    everywhere else. `_se_at` is the excitation's index in `block`, set by `fused_mbconv`."""
+
+    _se_at: int
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - MBConv's own argument name
+        blocks = list(self.block)
+        stage, se = blocks[self._se_at - 1], blocks[self._se_at]
+        h = input
+        for m in blocks[: self._se_at - 1]:
+            h = m(h)
+        h = stage[0](h)  # the depthwise convolution
+        bn, params = stage[1], tuple(se.parameters())
+        if (bn.kernel_trains(h) and h.requires_grad and bn.weight.requires_grad and bn.bias.requires_grad
+                and all(p.requires_grad for p in params)):
+            h = cpu_kernels.BatchNormSiLUExciteFn.apply(h, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                                        bn.step_stats(), bn.eps, lambda p: _excite(se, p).flatten(1),
+                                                        *params)
+        else:
+            h = se(stage[2](bn(h)))
+        for m in blocks[self._se_at + 1:]:
+            h = m(h)
+        if self.use_res_connect:
+            h = self.stochastic_depth(h)
+            h += input
+        return h
+
+
+def fused_mbconv(model: nn.Module) -> int:
+    """Make `model`'s torchvision MBConv blocks (EfficientNet) train their depthwise stage's BatchNorm +
+    SiLU and squeeze-excitation in one kernel (after `fused_bn_silu` and `fused_squeeze_excitation`).
+
+    Classes change in place (parameters and state_dict unchanged). Returns how many were switched."""
+    n = 0
+    for m in model.modules():
+        if type(m) is MBConv:
+            kinds = [type(b) for b in m.block]
+            at = next((i for i, k in enumerate(kinds) if issubclass(k, SqueezeExcitation)), 0)
+            stage = m.block[at - 1] if at else None
+            if (isinstance(stage, nn.Sequential) and len(stage) == 3 and type(stage[1]) is _BatchNormSiLU
+                    and type(stage[2]) is nn.Identity):
+                m.__class__, m._se_at = _FusedMBConv, at
+                n += 1
+    return n
+
+
 def cpu_training_rewrites(model: nn.Module) -> None:
     """The rewrites above, as CPU training (engine/task.py) and the bf16 probe (engine/precision.py)
     both apply them: each takes effect per call, so they are safe under either precision."""
@@ -321,3 +380,4 @@ def cpu_training_rewrites(model: nn.Module) -> None:
     small_input_depthwise_grads(model)  # oneDNN's slow weight gradient there
     fused_bn_silu(model)  # one tensor kept per BatchNorm + SiLU instead of two (fp32 only)
     fused_squeeze_excitation(model)  # one full-size gradient pass fewer per SE block
+    fused_mbconv(model)  # with the kernels: BatchNorm + SiLU + SE in one, 1 + 4 full-size passes fewer

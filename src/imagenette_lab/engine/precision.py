@@ -209,13 +209,14 @@ def probe_train_amp(model: torch.nn.Module, name: str, shape: tuple[int, ...], c
     native = detect_cpu_precision(flags)
     if native.dtype is None:
         return "off", native.reason
-    # probe=v8: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
+    # probe=v9: timed as TrainTask trains (fp32 depthwise convs in bf16, engine/fast.py's CPU rewrites,
     # the fused squeeze-excitation backward since v6, engine/cpu_kernels.py's kernels since v7, the
-    # squeeze-excitation sums without fp32 copies since v8), in alternating rounds; earlier probes'
-    # answers are re-measured. The flags are in the key because a VM's model name can hide the CPU
-    # (this project's Zen 3 and Zen 4 machines both say "AMD EPYC").
+    # squeeze-excitation sums without fp32 copies since v8, BatchNorm + SiLU + squeeze-excitation in
+    # one kernel since v9), in alternating rounds; earlier probes' answers are re-measured. The flags
+    # are in the key because a VM's model name can hide the CPU (this project's Zen 3 and Zen 4 machines
+    # both say "AMD EPYC").
     key = "|".join([cpu_name(), "+".join(speed_flags(flags)), torch.__version__, name, "x".join(map(str, shape)),
-                    "probe=v8", f"kernels={int(cpu_kernels.library() is not None)}", f"cl={int(channels_last)}",
+                    "probe=v9", f"kernels={int(cpu_kernels.library() is not None)}", f"cl={int(channels_last)}",
                     f"threads={torch.get_num_threads()}"])
     path = probe_cache_path()
     try:
