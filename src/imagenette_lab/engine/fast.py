@@ -2,8 +2,8 @@
 schedule, glibc's heap kept for reuse, global pooling whose backward keeps channels_last, depthwise
 weight gradients by tap sums where the input is smaller than the kernel, BatchNorm + SiLU and
 squeeze-excitation blocks with leaner backwards, engine/cpu_kernels.py's C++ kernels for BatchNorm + SiLU
-and depthwise convolutions where they apply, and an optional torch.compile'd model (see
-benchmarks/bench_train.py for measurements)."""
+(alone, or with the squeeze-excitation after it in EfficientNet's blocks) and depthwise convolutions where
+they apply, and an optional torch.compile'd model (see benchmarks/bench_train.py for measurements)."""
 
 from __future__ import annotations
 
@@ -359,7 +359,10 @@ def fused_mbconv(model: nn.Module) -> int:
     """Make `model`'s torchvision MBConv blocks (EfficientNet) train their depthwise stage's BatchNorm +
     SiLU and squeeze-excitation in one kernel (after `fused_bn_silu` and `fused_squeeze_excitation`).
 
-    Classes change in place (parameters and state_dict unchanged). Returns how many were switched."""
+    Measured on a 2-core Zen 5 EPYC, B0 at 128 px, batch 64: its 16 such stages forward + backward alone
+    ~90 -> ~64 ms in bf16 and ~178 -> ~103 ms in fp32; the engine's bf16 training loop 200.3 -> 210.4 img/s
+    (medians of three interleaved pairs). Classes change in place (parameters and state_dict unchanged).
+    Returns how many were switched."""
     n = 0
     for m in model.modules():
         if type(m) is MBConv:
