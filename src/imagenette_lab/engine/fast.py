@@ -333,6 +333,8 @@ class _FusedMBConv(MBConv):
     _se_at: int
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - MBConv's own argument name
+        if not (self.training and torch.is_grad_enabled()):
+            return super().forward(input)  # eval and no_grad: the block itself, its submodules' hooks included
         blocks = list(self.block)
         stage, se = blocks[self._se_at - 1], blocks[self._se_at]
         h = input
