@@ -20,6 +20,7 @@ their agreement is then a weaker check).
 
     python benchmarks/bench_infer.py --quick
     python benchmarks/bench_infer.py                       # efficientnet_b0, efficientnet_lite0, resnet50
+    python benchmarks/bench_infer.py --models runs/my_run  # a model trained here, from its run directory
 """
 
 from __future__ import annotations
@@ -78,8 +79,14 @@ def load_images(root: Path, n: int, size: int = 224, split: str = "val"):
 
 
 def build(name: str):
+    """(model, weights kind) for a model name (ImageNet weights; random offline) or a `train` run directory /
+    checkpoint (weights trained here: agreement on real margins where no ImageNet weights are offline)."""
     from imagenette_lab.models.factory import create_imagenet_model
 
+    if Path(name).exists():
+        from imagenette_lab.predict import load_predictor
+
+        return load_predictor(name).model, "trained"
     try:
         return create_imagenet_model(name, weights="DEFAULT"), "imagenet"
     except Exception as e:  # noqa: BLE001 - offline: no download cache
@@ -216,7 +223,8 @@ def bench_model(name: str, x, calib, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help=f"dataset root (default: {REAL} if present, else generated)")
-    p.add_argument("--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "resnet50"])
+    p.add_argument("--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "resnet50"],
+                   help="model names, or train run directories / checkpoints")
     p.add_argument("--images", type=int, default=512, help="val images timed and compared")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from imagenette_lab.config import builtin_configs, load_config
@@ -9,6 +11,7 @@ from imagenette_lab.engine.plan import plan_stages, validate_config
 from imagenette_lab.models.factory import _tv_weights, create_classifier, resolve_name
 
 RECIPES = builtin_configs()
+BENCHMARK_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml"))
 
 
 def test_the_gpu_recipes_are_among_them() -> None:
@@ -41,3 +44,12 @@ def test_train_help_names_every_recipe(name: str) -> None:
     sub = argparse.ArgumentParser().add_subparsers()
     train_cmd.register(sub)
     assert name in sub.choices["train"].format_help().replace("\n", " ")
+
+
+@pytest.mark.parametrize("path", BENCHMARK_CONFIGS, ids=lambda p: p.stem)
+def test_benchmark_configs_load_validate_and_build(path: Path) -> None:
+    cfg = load_config(path)
+    validate_config(cfg)
+    m = cfg.model  # built as train builds it, random weights
+    create_classifier(m.name, 10, head=m.head, dropout=m.dropout, drop_path=m.drop_path,
+                      zero_init_last=m.zero_init_last)

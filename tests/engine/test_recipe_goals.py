@@ -44,10 +44,8 @@ def _scratch_baseline_s(out: Path) -> float:
 
 def test_exp2_fast_cpu_reaches_085_in_half_the_time(tmp_path: Path) -> None:
     """exp2_fast_cpu (tensor cache + progressive resizing): >= .85 in at most half of exp2_scratch_cpu's wall
-    time on the same machine. On a 2-core Zen 5 EPYC, seeds 0-7 gave 0.854, 0.859, 0.859, 0.855, 0.864, 0.862,
-    0.854 and 0.861 in 0.43x-0.49x of exp2_scratch_cpu's ~20-22 min; with stage 3 frozen too, 0.847-0.861
-    (seven of eight at .85) in 0.41x-0.45x. The recipe has not run on a Zen 4 (its 16-epoch predecessor took
-    0.44x-0.47x there): both margins are small, so one seed can miss: benchmarks/README.md."""
+    time on the same machine. On a 2-core Zen 5 EPYC twelve seeds gave 0.852-0.864 in 0.43x-0.49x: both
+    margins are small, so one seed can miss (docs/results.md)."""
     baseline_s = _scratch_baseline_s(tmp_path / "baseline")
     meta = _run("exp2_fast_cpu", tmp_path)
     assert meta["metrics"]["accuracy"] >= 0.85, meta["metrics"]
