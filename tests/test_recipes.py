@@ -1,4 +1,5 @@
-"""Every built-in YAML recipe (the GPU ones too) loads, validates, and names a model and weights that exist."""
+"""Every built-in YAML recipe (the GPU ones too) loads, validates, and names a model and weights that exist;
+every config under benchmarks/ loads, validates and builds its model."""
 
 from __future__ import annotations
 
