@@ -155,7 +155,7 @@ def interleaved(fns: dict, x, batch: int, warmup: int, repeats: int) -> dict[str
     return rates
 
 
-def bench_model(name: str, x, calib, args) -> dict:
+def bench_model(name: str, x, calib, args, tmp: Path) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -173,7 +173,7 @@ def bench_model(name: str, x, calib, args) -> dict:
     fast = ours_model(model, args.compile)
     ort_model = ort8 = None
     if {"onnx", "onnx_int8"} & set(args.modes):
-        ort_model = onnx_model(model, Path(tempfile.mkdtemp(prefix="bench_infer_onnx_")))
+        ort_model = onnx_model(model, Path(tempfile.mkdtemp(dir=tmp)))
     if "onnx_int8" in args.modes:
         ort8 = onnx_int8_model(ort_model.path, calib)
 
@@ -256,7 +256,8 @@ def main() -> None:
     print(f"{args.matmul_n}^3 product, GFLOP/s (torch.matmul / oneDNN 1x1 conv): fp32 {peak['fp32']['matmul']} / "
           f"{peak['fp32']['conv1x1']}, bf16 {peak['bf16']['matmul']} / {peak['bf16']['conv1x1']} "
           f"({torch.get_num_threads()} threads)")
-    results = {name: bench_model(name, x, calib, args) for name in args.models}
+    with tempfile.TemporaryDirectory(prefix="bench_infer_onnx_") as tmp:  # the ONNX files, removed after
+        results = {name: bench_model(name, x, calib, args, Path(tmp)) for name in args.models}
     path = write_result(args.out, "bench_infer", {"args": vars(args), "cpu": cpu_info(), "peak_gflops": peak,
                                                   "results": results, "peak_rss_mib": peak_rss_mib()})
     print(f"peak RSS {peak_rss_mib():.0f} MiB; details: {path}")

@@ -153,11 +153,15 @@ def main() -> int:
     if args.quick:
         args.steps, args.repeats, args.batch_size, args.img_size = 2, 1, 16, 64
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="bench_vs_timm_") as work:  # its run dir and any generated data
+        return measure(args, Path(work))
 
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    """Both loops on the same images: prints the ratio, writes the JSON."""
     from imagenette_lab.data.dataset import index_split
 
     root = Path(args.root) if args.root else REAL
-    work = Path(tempfile.mkdtemp(prefix="bench_vs_timm_"))
     if not root.exists():
         if not args.quick:
             print(f"error: {root} not found; pass --root DIR (the real photographs) or use --quick", file=sys.stderr)
